@@ -1,0 +1,179 @@
+"""The ``defectkit`` command line.
+
+Start-up stays fast: only click and the plugin registry load here; recipes,
+pydantic, torch and the plugins' heavy code are imported inside the commands
+that need them. Plugins add commands through ``defectkit_register_commands``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from defectkit import __version__
+from defectkit.errors import DefectkitError
+from defectkit.plugins import get_registry
+
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+
+def recipe_dirs() -> list[Path]:
+    """Where ready recipes live: ./recipes, then those shipped with the package."""
+    here = Path(__file__).resolve().parent
+    candidates = [Path.cwd() / "recipes", here / "_recipes", here.parent / "recipes"]
+    seen: list[Path] = []
+    for path in candidates:
+        if path.is_dir() and path.resolve() not in seen:
+            seen.append(path.resolve())
+    return seen
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A recipe path as given, or a ready recipe's name (``quickstart``)."""
+    path = Path(name_or_path)
+    if path.exists() or path.suffix in RECIPE_SUFFIXES or "/" in name_or_path:
+        return path
+    for folder in recipe_dirs():
+        for suffix in RECIPE_SUFFIXES:
+            candidate = folder / f"{name_or_path}{suffix}"
+            if candidate.exists():
+                return candidate
+    return path
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="defectkit")
+def cli() -> None:
+    """Generate defect images, train and run detectors, and measure them, from YAML recipes.
+
+    \b
+    defectkit plugins                      what is installed
+    defectkit recipes                      the ready recipes
+    defectkit run recipes/quickstart.yaml  run one (offline, CPU, minutes)
+    """
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def plugins(as_json: bool) -> None:
+    """List installed plugins, their versions, hooks and components."""
+    registry = get_registry()
+    infos = sorted(registry.plugins.values(), key=lambda p: (p.distribution != "defectkit", p.name))
+    if as_json:
+        click.echo(json.dumps([info.to_dict() for info in infos], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="defectkit plugins", title_justify="left")
+    for column in ("plugin", "distribution", "version", "status", "components"):
+        table.add_column(column, overflow="fold")
+    for info in infos:
+        components = "\n".join(f"{kind}: {', '.join(sorted(names))}" for kind, names in info.components.items())
+        status = "[green]ok[/]" if info.status == "ok" else "[red]error[/]"
+        table.add_row(info.name, info.distribution, info.version, status, components or "-")
+    console.print(table)
+    for info in registry.failed():
+        console.print(f"[red]{info.name}[/] ({info.distribution} {info.version}): ", end="")
+        console.print("; ".join(info.errors), markup=False, highlight=False)
+        if info.hint:
+            console.print(f"  hint: {info.hint}", markup=False, highlight=False)
+    if not infos:
+        console.print("no plugins loaded (is DEFECTKIT_LOAD_PLUGINS set to an empty value?)")
+
+
+@cli.command()
+@click.argument("recipe")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="override a recipe value")
+def validate(recipe: str, overrides: tuple[str, ...]) -> None:
+    """Check a recipe (structure, component names, options) without running it."""
+    validated = _load(recipe, overrides)
+    steps = ", ".join(f"{s.kind} {'+'.join(c.name for c in s.components) or ''}".strip() for s in validated.steps)
+    click.echo(f"{validated.path}: valid ({len(validated.steps)} steps: {steps})")
+
+
+@cli.command()
+@click.argument("recipe")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="run directory (default runs/NAME-TIME)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="override a recipe value")
+@click.option("--dry-run", is_flag=True, help="validate and show the plan; load no model")
+@click.option("--resume", is_flag=True, help="continue the run in --out: skip finished steps, resume the current one")
+@click.option("--print-config", is_flag=True, help="print the resolved recipe (all defaults filled in) and stop")
+def run(recipe: str, out: Path | None, overrides: tuple[str, ...], dry_run: bool, resume: bool, print_config: bool) -> None:
+    """Run a recipe into a run directory."""
+    validated = _load(recipe, overrides)
+    if print_config:
+        import yaml
+
+        click.echo(yaml.safe_dump(validated.resolved, sort_keys=False, allow_unicode=True), nl=False)
+        return
+    if dry_run:
+        click.echo(f"{validated.path}: valid; would run {len(validated.steps)} steps:")
+        for step in validated.steps:
+            used = ", ".join(f"{c.name} ({c.plugin})" for c in step.components) or "built in"
+            click.echo(f"  {step.dirname}: {step.kind} with {used}")
+        return
+    from rich.console import Console
+
+    from defectkit.run import run_recipe
+
+    console = Console(stderr=True)
+    command = "defectkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    run_dir = run_recipe(validated, out=out, resume=resume, console=console, command=command)
+    console.print(f"run finished: {run_dir}", markup=False, highlight=False)
+    report = run_dir / "report.html"
+    if report.exists():
+        console.print(f"report: {report}", markup=False, highlight=False)
+
+
+@cli.command()
+def recipes() -> None:
+    """List the ready recipes with a one-line description each."""
+    import yaml
+
+    shown: set[str] = set()
+    for folder in recipe_dirs():
+        for path in sorted(p for p in folder.iterdir() if p.suffix in RECIPE_SUFFIXES):
+            if path.stem in shown:
+                continue
+            shown.add(path.stem)
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+                description = str(data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""
+            except (yaml.YAMLError, OSError, AttributeError):
+                description = "(cannot be read; check it with `defectkit validate`)"
+            try:
+                shown_path = path.relative_to(Path.cwd())
+            except ValueError:
+                shown_path = path
+            click.echo(f"{path.stem:28} {description}\n{'':28} {shown_path}")
+    if not shown:
+        click.echo("no ready recipes found")
+
+
+def _load(recipe: str, overrides: tuple[str, ...]):
+    from defectkit.recipe import load_recipe
+
+    return load_recipe(find_recipe(recipe), get_registry(), overrides)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one line and exit status 2 for any user mistake, never a traceback."""
+    try:
+        get_registry().register_commands(cli)
+        result = cli.main(args=argv, prog_name="defectkit", standalone_mode=False)
+    except DefectkitError as exc:
+        click.echo(f"defectkit: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("defectkit: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(result if isinstance(result, int) else 0)

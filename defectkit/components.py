@@ -1,0 +1,112 @@
+"""The light record every component hook returns, and late resolution of its parts.
+
+A :class:`Component` holds only strings, so listing hundreds of them imports
+nothing heavy. ``factory`` and ``config`` are import strings
+(``"package.module:attribute"``) resolved when a recipe actually uses the
+component: the config model when a recipe is validated, the factory when a
+step runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The component kinds, in the order ``defectkit plugins`` shows them. Each has
+#: one hook in :mod:`defectkit.hookspecs` named ``defectkit_<kind>s``.
+KINDS: tuple[str, ...] = (
+    "dataset",
+    "caption_provider",
+    "trainer",
+    "generator",
+    "detector",
+    "model_backend",
+    "scheduler",
+    "controlnet_modality",
+    "metric",
+)
+
+
+@dataclass(frozen=True)
+class Component:
+    """One named, configurable piece a recipe can ``use:``.
+
+    Attributes:
+        kind: one of :data:`KINDS`.
+        name: unique within its kind; what a recipe writes after ``use:``.
+        factory: import string of a callable taking the validated config model
+            instance and returning the component object (see
+            :mod:`defectkit.protocols` for what each kind's object provides).
+        config: import string of a pydantic model for the ``with:`` block, or
+            ``None`` when the component takes no options.
+        summary: one line for ``defectkit plugins``.
+        requires: requirement strings (PEP 508) the factory needs, shown to
+            users and checked by :func:`defectkit.testing.check_component`.
+        plugin: the distribution that registered it; filled in by the registry.
+    """
+
+    kind: str
+    name: str
+    factory: str
+    config: str | None = None
+    summary: str = ""
+    requires: tuple[str, ...] = field(default_factory=tuple)
+    plugin: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"component {self.name!r}: unknown kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError(f"a {self.kind} component needs a non-empty string name")
+        for label, target in (("factory", self.factory), ("config", self.config)):
+            if target is not None and ":" not in target:
+                raise ValueError(
+                    f"{self.kind} {self.name!r}: {label} must be an import string 'module:attribute', got {target!r}"
+                )
+        object.__setattr__(self, "requires", tuple(self.requires))
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    def load_config_model(self) -> type | None:
+        """Import and return the pydantic config model (``None`` if it takes no options)."""
+        return resolve(self.config) if self.config else None
+
+    def load_factory(self) -> Any:
+        """Import and return the factory callable."""
+        return resolve(self.factory)
+
+    def build_config(self, options: dict[str, Any] | None = None) -> Any:
+        """Validate ``options`` against the config model and return the instance."""
+        model = self.load_config_model()
+        if model is None:
+            if options:
+                raise ValueError(f"{self.qualified_name} takes no options, got {sorted(options)}")
+            return None
+        return model.model_validate(options or {})
+
+    def create(self, options: dict[str, Any] | None = None) -> Any:
+        """Build the config from ``options`` and call the factory with it."""
+        return self.load_factory()(self.build_config(options))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "factory": self.factory,
+            "config": self.config,
+            "summary": self.summary,
+            "requires": list(self.requires),
+            "plugin": self.plugin,
+        }
+
+
+def resolve(import_string: str) -> Any:
+    """Import ``"package.module:attr.sub"`` and return the attribute."""
+    module_name, _, attr_path = import_string.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr_path.split("."):
+        obj = getattr(obj, part)
+    return obj

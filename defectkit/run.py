@@ -1,0 +1,525 @@
+"""Executes a validated recipe's steps into a run directory.
+
+A run directory holds everything needed to trust and reuse a result::
+
+    RUN/
+      recipe.yaml            the recipe as written (after --set)
+      recipe.resolved.yaml   every option with its default filled in
+      environment.json       versions (Python, torch, CUDA, plugins), device, seed
+      run.json               status, timings, the steps done
+      run.log                the log
+      tensorboard/           event files (scalars of every step)
+      scalars.jsonl          the same scalars, for the report's curves
+      metrics.json           {step id: {metric: value}}
+      report.html            one self-contained page
+      01_train/ 02_detect/   one folder per step, each with a manifest.json
+
+A step component is an object with one method named after its step kind
+(``train``, ``generate``, ``detect``, ``caption``, ``evaluate``), called with a
+:class:`StepContext`. Steps hand artifacts to later steps by name through the
+run directory (:meth:`StepContext.add_artifact` / :meth:`StepContext.artifact`).
+``--resume`` skips steps whose manifest says ``done`` and lets the unfinished
+step pick up its own checkpoints (:attr:`StepContext.resume`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from defectkit import __version__
+from defectkit import io as dkio
+from defectkit.data.sample import DefectDataset, Sample
+from defectkit.errors import DefectkitError, RunError
+from defectkit.recipe import ResolvedStep, ValidatedRecipe
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+T = TypeVar("T")
+
+#: the method a step component must provide, per step kind
+STEP_METHOD: dict[str, str] = {
+    "caption": "caption",
+    "train": "train",
+    "generate": "generate",
+    "detect": "detect",
+    "evaluate": "evaluate",
+}
+
+log = logging.getLogger("defectkit")
+
+
+class RunInterrupted(DefectkitError):
+    """Ctrl-C: the run directory is left resumable."""
+
+    exit_code = 130
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+class StepContext:
+    """What a step's component gets: folders, data, artifacts, logging, devices."""
+
+    def __init__(self, run: Run, step: ResolvedStep, resume: bool) -> None:
+        self._run = run
+        self._step = step
+        #: True when this step was started before and the run is resumed: pick up checkpoints
+        self.resume = resume
+        self.step_id = step.id
+        self.index = step.index
+        self.run_dir = run.run_dir
+        self.step_dir = run.run_dir / step.dirname
+        self.step_dir.mkdir(parents=True, exist_ok=True)
+        self.seed = run.recipe.seed
+        self.logger = log.getChild(step.id)
+        self._artifacts: dict[str, str] = {}
+        self._figures: list[dict[str, str]] = []
+        self._metrics: dict[str, Any] = {}
+
+    # -- the recipe and data -------------------------------------------------------
+
+    @property
+    def recipe(self):
+        return self._run.recipe
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """This step's ``with:`` block as resolved (defaults filled in)."""
+        return self._run.validated.resolved["steps"][self.index][self._step.kind]["with"]
+
+    @property
+    def dataset(self) -> DefectDataset:
+        """The recipe's dataset (``data:``), opened once per run."""
+        return self._run.dataset
+
+    def samples(self, split: str) -> list[Sample]:
+        """Samples of ``split`` (``train``, ``val``, ``test``) from the recipe's dataset."""
+        return self._run.samples(split)
+
+    # -- artifacts --------------------------------------------------------------------
+
+    def add_artifact(self, name: str, path: str | Path) -> Path:
+        """Declare an output (file or folder) that later steps can find by ``name``."""
+        path = Path(path)
+        if not path.is_absolute():
+            path = self.step_dir / path
+        self._artifacts[name] = os.path.relpath(path, self.run_dir)
+        return path
+
+    def artifact(self, name: str, required: bool = True) -> Path | None:
+        """The path of artifact ``name`` from this step's ``inputs:`` or the latest earlier step."""
+        found = self._run.find_artifact(name, self._step)
+        if found is None and required:
+            producers = self._run.available_artifacts(self._step)
+            have = ", ".join(f"{n} (from {s})" for n, s in producers.items()) or "none"
+            raise RunError(
+                f"step {self.step_id}: needs artifact {name!r}, which no earlier step produced; available: {have}"
+            )
+        return found
+
+    def add_figure(self, path: str | Path, caption: str = "") -> None:
+        """Show an image file of this step in the report."""
+        path = Path(path)
+        if not path.is_absolute():
+            path = self.step_dir / path
+        self._figures.append({"path": os.path.relpath(path, self.run_dir), "caption": caption})
+
+    # -- logging ----------------------------------------------------------------------
+
+    def log_metrics(self, metrics: dict[str, Any]) -> None:
+        """Record this step's final figures: they go to metrics.json and the report."""
+        self._metrics.update(metrics)
+
+    def log_scalar(self, tag: str, value: float, step: int) -> None:
+        """A point on a curve (a loss per step): TensorBoard, scalars.jsonl and the report."""
+        self._run.log_scalar(f"{self.step_id}/{tag}", float(value), int(step))
+
+    @property
+    def tensorboard(self):
+        """The run's ``torch.utils.tensorboard.SummaryWriter`` for images and histograms (main process)."""
+        return self._run.tensorboard
+
+    def progress(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
+        """Iterate with a progress bar (only the main process draws one)."""
+        return self._run.progress(iterable, total, description or self.step_id)
+
+    # -- devices ----------------------------------------------------------------------
+
+    @property
+    def accelerator(self):
+        """The run's ``accelerate.Accelerator`` (one per process, created on first use)."""
+        return self._run.accelerator
+
+    @property
+    def device(self):
+        return self._run.device
+
+    @property
+    def is_main_process(self) -> bool:
+        return self._run.is_main_process
+
+
+class Run:
+    """One execution of a validated recipe."""
+
+    def __init__(
+        self,
+        validated: ValidatedRecipe,
+        run_dir: Path,
+        resume: bool = False,
+        console: Console | None = None,
+        command: str = "",
+    ) -> None:
+        self.validated = validated
+        self.recipe = validated.recipe
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.console = console
+        self.command = command
+        self._scalars_file: Any = None
+        self._done: dict[str, dict[str, Any]] = {}
+
+    # -- lazily created shared things -------------------------------------------------
+
+    @cached_property
+    def accelerator(self):
+        from accelerate import Accelerator
+
+        return Accelerator(cpu=self.recipe.device == "cpu")
+
+    @property
+    def is_main_process(self) -> bool:
+        if world_size() > 1:
+            return self.accelerator.is_main_process
+        return True
+
+    @cached_property
+    def device(self):
+        import torch
+
+        if world_size() > 1:
+            return self.accelerator.device
+        if self.recipe.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.recipe.device)
+
+    @cached_property
+    def dataset(self) -> DefectDataset:
+        component = self.validated.data_component
+        if component is None:
+            raise RunError(f"{self.validated.path}: this recipe has no data: block, but a step asked for data")
+        return component.load_factory()(self.validated.data_config)
+
+    def samples(self, split: str) -> list[Sample]:
+        from defectkit.data.splits import apply_split
+
+        spec = self.recipe.data.split if self.recipe.data else None
+        return apply_split(self.dataset, split, spec, self.recipe.seed)
+
+    @cached_property
+    def tensorboard(self):
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+    def log_scalar(self, tag: str, value: float, step: int) -> None:
+        if not self.is_main_process:
+            return
+        self.tensorboard.add_scalar(tag, value, step)
+        if self._scalars_file is None:
+            self._scalars_file = open(self.run_dir / "scalars.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._scalars_file.write(json.dumps({"tag": tag, "step": step, "value": value}) + "\n")
+        self._scalars_file.flush()
+
+    def progress(self, iterable: Iterable[T], total: int | None, description: str) -> Iterator[T]:
+        if not self.is_main_process or self.console is None:
+            yield from iterable
+            return
+        from rich.progress import track
+
+        yield from track(iterable, description=description, total=total, console=self.console, transient=True)
+
+    # -- artifacts ------------------------------------------------------------------
+
+    def _manifest(self, step: ResolvedStep) -> dict[str, Any] | None:
+        return dkio.read_json(self.run_dir / step.dirname / "manifest.json")
+
+    def available_artifacts(self, before: ResolvedStep) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for step in self.validated.steps[: before.index]:
+            manifest = self._done.get(step.id) or self._manifest(step) or {}
+            for name in manifest.get("artifacts", {}):
+                found[name] = step.id
+        return found
+
+    def find_artifact(self, name: str, before: ResolvedStep) -> Path | None:
+        wanted = before.spec.inputs.get(name)
+        for step in reversed(self.validated.steps[: before.index]):
+            if wanted is not None and step.id != wanted:
+                continue
+            manifest = self._done.get(step.id) or self._manifest(step) or {}
+            rel = manifest.get("artifacts", {}).get(name)
+            if rel is not None:
+                return self.run_dir / rel
+            if wanted is not None:
+                return None
+        return None
+
+    # -- the run itself -------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create (or check, when resuming) the run directory and write its recipe and environment."""
+        resolved_path = self.run_dir / "recipe.resolved.yaml"
+        if self.resume:
+            if not resolved_path.exists():
+                raise RunError(f"{self.run_dir}: not a defectkit run directory (no recipe.resolved.yaml); cannot resume")
+            import yaml
+
+            before = yaml.safe_load(resolved_path.read_text(encoding="utf-8"))
+            difference = first_difference(before, self.validated.resolved)
+            if difference:
+                raise RunError(
+                    f"{self.run_dir}: the recipe changed since this run started ({difference}); "
+                    "resume with the same recipe and --set options, or start a new run with another --out"
+                )
+        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
+            raise RunError(f"{self.run_dir}: already exists and is not empty; pass --resume to continue it, or another --out")
+        if not self.is_main_process:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.resume:
+            dkio.write_yaml(self.run_dir / "recipe.resolved.yaml", self.validated.resolved)
+        dkio.write_json(self.run_dir / "environment.json", environment(self))
+
+    def execute(self) -> Path:
+        """Run every step not yet done; return the run directory."""
+        self._setup_logging()
+        self.prepare()
+        status = dkio.read_json(self.run_dir / "run.json", {}) if self.resume else {}
+        status.update({"status": "running", "command": self.command, "defectkit": __version__})
+        status.setdefault("started", _now())
+        status.setdefault("steps", {})
+        self._write_status(status)
+        current = None
+        try:
+            for step in self.validated.steps:
+                current = step
+                manifest = self._manifest(step)
+                if manifest and manifest.get("status") == "done":
+                    self._done[step.id] = manifest
+                    log.info("step %s: done in an earlier session, skipped", step.dirname)
+                    continue
+                resumed = (self.run_dir / step.dirname).exists()
+                self._run_step(step, resume=self.resume and resumed)
+                status["steps"][step.id] = "done"
+                self._write_status(status)
+            status["status"] = "finished"
+        except KeyboardInterrupt:
+            status["status"] = "interrupted"
+            where = current.dirname if current else "start-up"
+            raise RunInterrupted(
+                f"interrupted during {where}; continue with: defectkit run {self.validated.path} "
+                f"--out {self.run_dir} --resume"
+            ) from None
+        except BaseException:
+            status["status"] = "failed"
+            log.exception("step %s failed", current.dirname if current else "?")
+            raise
+        finally:
+            status["finished"] = _now()
+            self._write_status(status)
+            self._finish()
+        return self.run_dir
+
+    def _run_step(self, step: ResolvedStep, resume: bool) -> None:
+        seed_everything(self.recipe.seed)
+        ctx = StepContext(self, step, resume=resume)
+        names = ", ".join(c.name for c in step.components) or "built-in"
+        log.info("step %s: %s (%s)%s", step.dirname, step.kind, names, " resumed" if resume else "")
+        started = time.perf_counter()
+        if step.kind == "report":
+            from defectkit.report import render_report
+
+            render_report(self.run_dir, step.configs[0])
+            ctx.add_artifact("report", self.run_dir / "report.html")
+        elif step.kind == "evaluate":
+            for component, config in zip(step.components, step.configs):
+                figures = component.load_factory()(config).evaluate(ctx)
+                ctx.log_metrics(figures or {})
+        else:
+            component, config = step.components[0], step.configs[0]
+            obj = component.load_factory()(config)
+            method = getattr(obj, STEP_METHOD[step.kind], None)
+            if method is None:
+                raise TypeError(
+                    f"{component.qualified_name} from plugin {component.plugin}: its factory returned "
+                    f"{type(obj).__name__}, which has no {STEP_METHOD[step.kind]}(ctx) method"
+                )
+            method(ctx)
+        seconds = time.perf_counter() - started
+        self._wait()
+        manifest = {
+            "id": step.id,
+            "kind": step.kind,
+            "status": "done",
+            "components": [{"name": c.name, "kind": c.kind, "plugin": c.plugin} for c in step.components],
+            "seconds": round(seconds, 3),
+            "finished": _now(),
+            "artifacts": ctx._artifacts,
+            "figures": ctx._figures,
+            "metrics": ctx._metrics,
+        }
+        self._done[step.id] = manifest
+        if self.is_main_process:
+            if ctx._metrics:
+                metrics = dkio.read_json(self.run_dir / "metrics.json", {})
+                metrics[step.id] = ctx._metrics
+                dkio.write_json(self.run_dir / "metrics.json", metrics)
+            # the manifest is written last: its presence marks the step as done
+            dkio.write_json(self.run_dir / step.dirname / "manifest.json", manifest)
+            self.log_scalar("run/step_seconds", seconds, step.index)
+        log.info("step %s: finished in %.1f s", step.dirname, seconds)
+
+    def _wait(self) -> None:
+        if world_size() > 1:
+            self.accelerator.wait_for_everyone()
+
+    def _write_status(self, status: dict[str, Any]) -> None:
+        if self.is_main_process and self.run_dir.exists():
+            dkio.write_json(self.run_dir / "run.json", status)
+
+    def _finish(self) -> None:
+        if self._scalars_file is not None:
+            self._scalars_file.close()
+            self._scalars_file = None
+        if "tensorboard" in self.__dict__:
+            self.tensorboard.close()
+        if self.is_main_process and self.run_dir.exists():
+            from defectkit.recipe import ReportOptions
+            from defectkit.report import render_report
+
+            options = next((s.configs[0] for s in self.validated.steps if s.kind == "report"), ReportOptions())
+            try:
+                render_report(self.run_dir, options)
+            except Exception:  # a report problem must not hide the run's own outcome
+                log.exception("could not write report.html")
+        self._teardown_logging()
+
+    def _setup_logging(self) -> None:
+        log.setLevel(logging.INFO)
+        self._handlers: list[logging.Handler] = []
+        if self.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            file_handler = logging.FileHandler(self.run_dir / "run.log", encoding="utf-8")
+            file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            self._handlers.append(file_handler)
+            if self.console is not None:
+                from rich.logging import RichHandler
+
+                self._handlers.append(RichHandler(console=self.console, show_path=False, show_time=False))
+        for handler in self._handlers:
+            log.addHandler(handler)
+
+    def _teardown_logging(self) -> None:
+        for handler in self._handlers:
+            log.removeHandler(handler)
+            handler.close()
+
+
+def first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    """Where two resolved recipes first differ, as ``key.path: old -> new``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            found = first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            found = first_difference(x, y, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return None if a == b else f"{path}: {a!r} -> {b!r}"
+
+
+def environment(run: Run) -> dict[str, Any]:
+    """Versions, device and seed, for environment.json."""
+    import torch
+
+    from defectkit.plugins import get_registry
+
+    registry = get_registry()
+    cuda = torch.cuda.is_available()
+    return {
+        "defectkit": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cuda_available": cuda,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+        "device": str(run.device),
+        "processes": world_size(),
+        "seed": run.recipe.seed,
+        "plugins": {
+            info.name: {"distribution": info.distribution, "version": info.version, "status": info.status}
+            for info in registry.plugins.values()
+        },
+        "command": run.command,
+        "started": _now(),
+    }
+
+
+def default_run_dir(validated: ValidatedRecipe) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{validated.recipe.name}-{stamp}"
+
+
+def run_recipe(
+    validated: ValidatedRecipe,
+    out: str | Path | None = None,
+    resume: bool = False,
+    console: Console | None = None,
+    command: str = "",
+) -> Path:
+    """Execute ``validated`` into ``out`` (default ``runs/NAME-TIMESTAMP``)."""
+    if resume and out is None:
+        raise RunError("--resume needs --out RUN_DIR: the run directory to continue")
+    if out is None:
+        out = default_run_dir(validated)
+        if world_size() > 1:
+            # every process must write into the same folder: the main one names it
+            from accelerate import PartialState
+            from accelerate.utils import broadcast_object_list
+
+            PartialState()
+            out = Path(broadcast_object_list([str(out)])[0])
+    return Run(validated, Path(out), resume=resume, console=console, command=command).execute()
