@@ -294,8 +294,8 @@ class Run:
 
     # -- the run itself -------------------------------------------------------------
 
-    def prepare(self) -> None:
-        """Create (or check, when resuming) the run directory and write its recipe and environment."""
+    def check_run_dir(self) -> None:
+        """Refuse an existing run directory unless resuming, and a changed recipe when resuming."""
         resolved_path = self.run_dir / "recipe.resolved.yaml"
         if self.resume:
             if not resolved_path.exists():
@@ -311,6 +311,9 @@ class Run:
                 )
         elif self.run_dir.exists() and any(self.run_dir.iterdir()):
             raise RunError(f"{self.run_dir}: already exists and is not empty; pass --resume to continue it, or another --out")
+
+    def prepare(self) -> None:
+        """Create the run directory and write its recipe and environment."""
         if not self.is_main_process:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -320,6 +323,7 @@ class Run:
 
     def execute(self) -> Path:
         """Run every step not yet done; return the run directory."""
+        self.check_run_dir()
         self._setup_logging()
         self.prepare()
         status = dkio.read_json(self.run_dir / "run.json", {}) if self.resume else {}
