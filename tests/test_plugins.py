@@ -163,3 +163,29 @@ def test_help_never_imports_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stderr.strip().endswith("LIGHT"), result.stderr
+
+
+def first_party_entry_points():
+    from importlib import metadata
+
+    return sorted(ep.value for ep in metadata.entry_points(group="defectkit") if ep.dist and ep.dist.name == "defectkit")
+
+
+@pytest.mark.parametrize("module", first_party_entry_points())
+def test_first_party_hooks_modules_are_light(module):
+    from defectkit.testing import check_plugin_light
+
+    check_plugin_light(module)
+
+
+@pytest.mark.parametrize("module", first_party_entry_points())
+def test_first_party_components_meet_the_contract(module):
+    import importlib
+
+    from defectkit.plugins import Registry
+    from defectkit.testing import check_component
+
+    registry = Registry(strict=True)
+    registry.add_plugin(importlib.import_module(module), module)
+    for component in registry.components():
+        check_component(component)
