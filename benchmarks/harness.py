@@ -94,8 +94,7 @@ class Benchmark:
             ratio = reference.median / r.median if reference is not None else None
             ratio_text = f"{ratio:8.2f}x" if ratio is not None else ""
             print(
-                f"  {r.name:<28} {median:>10.4g} {self.unit:<2}"
-                f"{values[0]:>10.4g} – {values[-1]:<10.4g} {ratio_text:>9}"
+                f"  {r.name:<28} {median:>10.4g} {self.unit:<2}{values[0]:>10.4g} – {values[-1]:<10.4g} {ratio_text:>9}"
             )
             rows.append(
                 {

@@ -104,7 +104,9 @@ def validate(recipe: str, overrides: tuple[str, ...]) -> None:
 @click.option("--dry-run", is_flag=True, help="validate and show the plan; load no model")
 @click.option("--resume", is_flag=True, help="continue the run in --out: skip finished steps, resume the current one")
 @click.option("--print-config", is_flag=True, help="print the resolved recipe (all defaults filled in) and stop")
-def run(recipe: str, out: Path | None, overrides: tuple[str, ...], dry_run: bool, resume: bool, print_config: bool) -> None:
+def run(
+    recipe: str, out: Path | None, overrides: tuple[str, ...], dry_run: bool, resume: bool, print_config: bool
+) -> None:
     """Run a recipe into a run directory."""
     validated = _load(recipe, overrides)
     if print_config:
@@ -144,7 +146,9 @@ def recipes() -> None:
             shown.add(path.stem)
             try:
                 data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-                description = str(data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""
+                description = (
+                    str(data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""
+                )
             except (yaml.YAMLError, OSError, AttributeError):
                 description = "(cannot be read; check it with `defectkit validate`)"
             try:
@@ -159,7 +163,10 @@ def recipes() -> None:
 def _load(recipe: str, overrides: tuple[str, ...]):
     from defectkit.recipe import load_recipe
 
-    return load_recipe(find_recipe(recipe), get_registry(), overrides)
+    validated = load_recipe(find_recipe(recipe), get_registry(), overrides)
+    for note in validated.notes:
+        click.echo(f"defectkit: note: {note}", err=True)
+    return validated
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -164,6 +164,8 @@ class ValidatedRecipe:
     data_component: Component | None = None
     data_config: Any = None
     resolved: dict[str, Any] = field(default_factory=dict)
+    #: things validation changed that the user should hear about (printed by the CLI)
+    notes: list[str] = field(default_factory=list)
 
 
 # -- reading and overrides ---------------------------------------------------------
@@ -333,8 +335,20 @@ def validate_recipe(
 ) -> ValidatedRecipe:
     """Apply ``overrides`` and run the three validation passes; raise RecipeError on the first problem."""
     source = str(source)
+    notes: list[str] = []
+    old_data = data.get("data") if isinstance(data.get("data"), dict) else {}
+    old_format, old_with = old_data.get("format"), old_data.get("with")
     for assignment in overrides:
         apply_override(data, assignment)
+    new_data = data.get("data") if isinstance(data.get("data"), dict) else {}
+    touched_with = any(a.partition("=")[0].strip().startswith("data.with") for a in overrides)
+    if old_with and new_data.get("format") != old_format and not touched_with:
+        # the options belonged to the recipe's own format; --set data.format=... brings another dataset
+        del new_data["with"]
+        notes.append(
+            f"data.with ({', '.join(map(str, old_with))}) belonged to format {old_format!r} and is not used "
+            f"with --set data.format={new_data.get('format')}; set data.with.* to give the new format options"
+        )
 
     # pass 1: structure
     try:
@@ -349,7 +363,7 @@ def validate_recipe(
     ids = _step_ids(recipe.steps)
     known_ids: set[str] = set()
     steps: list[ResolvedStep] = []
-    for index, (step, step_id) in enumerate(zip(recipe.steps, ids)):
+    for index, (step, step_id) in enumerate(zip(recipe.steps, ids, strict=True)):
         kind, spec = step.kind, step.spec
         where = f"steps[{index}].{kind}"
         component_kind = STEP_KINDS[kind]
@@ -363,7 +377,9 @@ def validate_recipe(
             if kind != "evaluate" and len(spec.use) > 1:
                 raise RecipeError(f"{source}: {where}.use: a {kind} step uses one component, got {len(spec.use)}")
             components = [
-                _lookup(registry, component_kind, name, source, f"{where}.use" + (f"[{i}]" if len(spec.use) > 1 else ""))
+                _lookup(
+                    registry, component_kind, name, source, f"{where}.use" + (f"[{i}]" if len(spec.use) > 1 else "")
+                )
                 for i, name in enumerate(spec.use)
             ]
         for artifact, producer in spec.inputs.items():
@@ -401,17 +417,15 @@ def validate_recipe(
 
     resolved = recipe.model_dump(mode="json", by_alias=True, exclude_none=True)
     if data_config is not None:
-        resolved["data"]["with"] = {
-            k: v for k, v in _config_dump(data_config).items() if k not in ("root", "category")
-        }
-    for step, raw in zip(steps, resolved["steps"]):
+        resolved["data"]["with"] = {k: v for k, v in _config_dump(data_config).items() if k not in ("root", "category")}
+    for step, raw in zip(steps, resolved["steps"], strict=True):
         body = raw[step.kind]
         body["id"] = step.id
         if step.kind == "evaluate":
-            body["with"] = {c.name: _config_dump(cfg) for c, cfg in zip(step.components, step.configs)}
+            body["with"] = {c.name: _config_dump(cfg) for c, cfg in zip(step.components, step.configs, strict=True)}
         else:
             body["with"] = _config_dump(step.configs[0])
-    return ValidatedRecipe(Path(source), recipe, steps, data_component, data_config, resolved)
+    return ValidatedRecipe(Path(source), recipe, steps, data_component, data_config, resolved, notes)
 
 
 class ReportOptions(_Strict):
@@ -482,8 +496,6 @@ def _build_data_config(data: DataSpec, component: Component, source: str) -> Any
         raise RecipeError(f"{source}: {format_loc(path)}: {msg}") from None
 
 
-def load_recipe(
-    path: str | Path, registry: Registry, overrides: typing.Sequence[str] = ()
-) -> ValidatedRecipe:
+def load_recipe(path: str | Path, registry: Registry, overrides: typing.Sequence[str] = ()) -> ValidatedRecipe:
     """Read, override and validate a recipe file."""
     return validate_recipe(read_recipe_file(path), registry, source=str(path), overrides=overrides)

@@ -114,19 +114,24 @@ def render_report(run_dir: str | Path, options: Any = None) -> Path:
         for tag, points in plotted.items():
             parts.append(f"<figure><img alt='{html.escape(tag)}' src='{_curve_png(tag, points)}'></figure>")
 
-    parts.append("<h2>Steps</h2><table><tr><th>step</th><th>kind</th><th>components</th><th>status</th>"
-                 "<th>seconds</th><th>artifacts</th></tr>")
+    parts.append(
+        "<h2>Steps</h2><table><tr><th>step</th><th>kind</th><th>components</th><th>status</th>"
+        "<th>seconds</th><th>artifacts</th></tr>"
+    )
     step_dirs = sorted(p for p in run_dir.iterdir() if p.is_dir() and p.name[:2].isdigit())
     manifests = []
     for folder in step_dirs:
         manifest = dkio.read_json(folder / "manifest.json")
         manifests.append((folder, manifest))
         if manifest is None:
-            parts.append(f"<tr><td>{html.escape(folder.name)}</td><td colspan=3>not finished</td><td></td><td></td></tr>")
+            parts.append(
+                f"<tr><td>{html.escape(folder.name)}</td><td colspan=3>not finished</td><td></td><td></td></tr>"
+            )
             continue
         used = ", ".join(f"{c['name']} ({c['plugin']})" for c in manifest.get("components", [])) or "built in"
         links = " ".join(
-            f"<a href='{html.escape(rel)}'>{html.escape(name)}</a>" for name, rel in manifest.get("artifacts", {}).items()
+            f"<a href='{html.escape(rel)}'>{html.escape(name)}</a>"
+            for name, rel in manifest.get("artifacts", {}).items()
         )
         parts.append(
             f"<tr><td>{html.escape(folder.name)}</td><td>{html.escape(manifest.get('kind', ''))}</td>"
@@ -159,7 +164,9 @@ def render_report(run_dir: str | Path, options: Any = None) -> Path:
         )
     parts.append("</table><h2>Resolved recipe</h2>")
     parts.append(f"<pre>{html.escape(yaml.safe_dump(resolved, sort_keys=False))}</pre>")
-    parts.append("<p>Files: <a href='metrics.json'>metrics.json</a> · <a href='recipe.resolved.yaml'>recipe.resolved.yaml</a>"
-                 " · <a href='environment.json'>environment.json</a> · <a href='run.log'>run.log</a></p>")
+    parts.append(
+        "<p>Files: <a href='metrics.json'>metrics.json</a> · <a href='recipe.resolved.yaml'>recipe.resolved.yaml</a>"
+        " · <a href='environment.json'>environment.json</a> · <a href='run.log'>run.log</a></p>"
+    )
     parts.append("</body></html>")
     return dkio.write_text(run_dir / "report.html", "\n".join(parts))

@@ -308,7 +308,9 @@ class Run:
         resolved_path = self.run_dir / "recipe.resolved.yaml"
         if self.resume:
             if not resolved_path.exists():
-                raise RunError(f"{self.run_dir}: not a defectkit run directory (no recipe.resolved.yaml); cannot resume")
+                raise RunError(
+                    f"{self.run_dir}: not a defectkit run directory (no recipe.resolved.yaml); cannot resume"
+                )
             import yaml
 
             before = yaml.safe_load(resolved_path.read_text(encoding="utf-8"))
@@ -319,7 +321,9 @@ class Run:
                     "resume with the same recipe and --set options, or start a new run with another --out"
                 )
         elif self.run_dir.exists() and any(self.run_dir.iterdir()):
-            raise RunError(f"{self.run_dir}: already exists and is not empty; pass --resume to continue it, or another --out")
+            raise RunError(
+                f"{self.run_dir}: already exists and is not empty; pass --resume to continue it, or another --out"
+            )
 
     def prepare(self) -> None:
         """Create the run directory and write its recipe and environment."""
@@ -384,7 +388,7 @@ class Run:
             render_report(self.run_dir, step.configs[0])
             ctx.add_artifact("report", self.run_dir / "report.html")
         elif step.kind == "evaluate":
-            for component, config in zip(step.components, step.configs):
+            for component, config in zip(step.components, step.configs, strict=True):
                 figures = component.load_factory()(config).evaluate(ctx)
                 ctx.log_metrics(figures or {})
         else:
@@ -476,7 +480,7 @@ def first_difference(a: Any, b: Any, path: str = "") -> str | None:
                 return found
         return None
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             found = first_difference(x, y, f"{path}[{i}]")
             if found:
                 return found

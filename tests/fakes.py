@@ -61,7 +61,9 @@ class TinyData:
                 return Image.fromarray(pixels), mask
 
             kind = "spot" if defective else "good"
-            out.append(Sample(id=f"{split}/{kind}/{i:03d}", split=split, label=int(defective), defect_type=kind, loader=load))
+            out.append(
+                Sample(id=f"{split}/{kind}/{i:03d}", split=split, label=int(defective), defect_type=kind, loader=load)
+            )
         return out
 
 
@@ -141,7 +143,9 @@ class FakePlugin:
     @hookimpl
     def defectkit_metrics(self):
         return [
-            Component(kind="metric", name="fake_accuracy", factory="fakes:MaxScoreAccuracy", config="fakes:MetricConfig"),
+            Component(
+                kind="metric", name="fake_accuracy", factory="fakes:MaxScoreAccuracy", config="fakes:MetricConfig"
+            ),
             Component(kind="metric", name="fake_count", factory="fakes:CountSamples"),
         ]
 

@@ -9,7 +9,7 @@ import sys
 
 from conftest import make_distribution
 
-TRAINER = '''
+TRAINER = """
 import json
 import torch
 from defectkit import Component, hookimpl
@@ -44,18 +44,38 @@ class Trainer:
             "gathered": gathered, "backend": str(accelerator.state.backend), "run_dir": str(ctx.run_dir),
         }))
         ctx.add_artifact("checkpoint", ctx.step_dir)
-'''
+"""
 
 
 def test_two_cpu_processes_train_one_step_and_agree(tmp_path):
-    site = make_distribution(tmp_path / "site", "dk-ddp-probe", "0.1", {"ddp_probe": "dk_ddp_probe"}, {"dk_ddp_probe": TRAINER})
+    site = make_distribution(
+        tmp_path / "site", "dk-ddp-probe", "0.1", {"ddp_probe": "dk_ddp_probe"}, {"dk_ddp_probe": TRAINER}
+    )
     recipe = tmp_path / "ddp.yaml"
     # device auto: on a machine without CUDA the processes talk over gloo
     recipe.write_text("version: 1\nname: ddp\nseed: 1\nsteps:\n  - train: {use: ddp_probe}\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "defectkit", "run", str(recipe),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "defectkit",
+        "run",
+        str(recipe),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]

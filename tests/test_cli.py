@@ -52,7 +52,10 @@ def test_validate_dry_run_and_print_config(tmp_path, register_plugin, capsys):
     path = tmp_path / "ok.yaml"
     path.write_text(yaml.safe_dump(recipe()))
     for args, expected in [
-        (["validate", str(path)], "valid (4 steps: train fake_lora, detect fake_detector, evaluate fake_accuracy, report)"),
+        (
+            ["validate", str(path)],
+            "valid (4 steps: train fake_lora, detect fake_detector, evaluate fake_accuracy, report)",
+        ),
         (["run", str(path), "--dry-run"], "02_detect: detect with fake_detector (fake)"),
         (["run", str(path), "--print-config", "--set", "steps[0].train.with.rank=9"], "rank: 9"),
     ]:

@@ -21,14 +21,18 @@ def venv(tmp_path_factory) -> Path:
     python = env / "bin" / "python"
     result = subprocess.run(
         [str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q", str(EXAMPLE)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     return python
 
 
 def test_installed_example_is_listed_with_its_version(venv):
-    result = subprocess.run([str(venv), "-m", "defectkit", "plugins", "--json"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(venv), "-m", "defectkit", "plugins", "--json"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     example = next(p for p in json.loads(result.stdout) if p["name"] == "example")
     assert example["distribution"] == "defectkit-example"
@@ -47,7 +51,10 @@ def test_example_component_runs_in_a_recipe(venv, tiny_mvtec, tmp_path):
     )
     out = tmp_path / "run"
     result = subprocess.run(
-        [str(venv), "-m", "defectkit", "run", str(recipe), "--out", str(out)], capture_output=True, text=True, timeout=300
+        [str(venv), "-m", "defectkit", "run", str(recipe), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "01_detect" / "manifest.json").read_text())
@@ -59,6 +66,9 @@ def test_example_component_runs_in_a_recipe(venv, tiny_mvtec, tmp_path):
 def test_example_plugin_own_tests_pass(venv):
     result = subprocess.run(
         [str(venv), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
-        capture_output=True, text=True, timeout=300, cwd=EXAMPLE,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=EXAMPLE,
     )
     assert result.returncode == 0, result.stdout[-3000:]

@@ -168,7 +168,9 @@ def test_help_never_imports_torch():
 def first_party_entry_points():
     from importlib import metadata
 
-    return sorted(ep.value for ep in metadata.entry_points(group="defectkit") if ep.dist and ep.dist.name == "defectkit")
+    return sorted(
+        ep.value for ep in metadata.entry_points(group="defectkit") if ep.dist and ep.dist.name == "defectkit"
+    )
 
 
 @pytest.mark.parametrize("module", first_party_entry_points())

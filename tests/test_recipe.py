@@ -104,7 +104,10 @@ def test_unknown_component_names_say_did_you_mean(registry):
 def test_with_blocks_are_checked_against_the_component_config(registry):
     data = recipe()
     data["steps"][0]["train"]["with"] = {"rank": "high"}
-    assert error_of(data, registry) == "r.yaml: steps[0].train.with.rank: Input should be a valid integer, unable to parse string as an integer"
+    assert (
+        error_of(data, registry)
+        == "r.yaml: steps[0].train.with.rank: Input should be a valid integer, unable to parse string as an integer"
+    )
     data["steps"][0]["train"]["with"] = {"rnak": 3}
     assert "steps[0].train.with.rnak: unknown key; did you mean 'rank'?" in error_of(data, registry)
     data = recipe()
@@ -132,7 +135,9 @@ def test_components_without_options_reject_options(registry):
 def test_inputs_must_name_an_earlier_step(registry):
     data = recipe()
     data["steps"][1]["detect"]["inputs"] = {"checkpoint": "later"}
-    assert "steps[1].detect.inputs.checkpoint: no earlier step has id 'later' (earlier: train)" in error_of(data, registry)
+    assert "steps[1].detect.inputs.checkpoint: no earlier step has id 'later' (earlier: train)" in error_of(
+        data, registry
+    )
 
 
 def test_overrides_set_nested_values_lists_and_new_keys(registry):
@@ -140,7 +145,12 @@ def test_overrides_set_nested_values_lists_and_new_keys(registry):
     validated = validate_recipe(
         data,
         registry,
-        overrides=["steps[0].train.with.rank=8", "steps.2.evaluate.with.fake_accuracy.scale=0.5", "data.category=carpet", "seed=11"],
+        overrides=[
+            "steps[0].train.with.rank=8",
+            "steps.2.evaluate.with.fake_accuracy.scale=0.5",
+            "data.category=carpet",
+            "seed=11",
+        ],
     )
     assert validated.resolved["steps"][0]["train"]["with"]["rank"] == 8
     assert validated.resolved["steps"][2]["evaluate"]["with"]["fake_accuracy"]["scale"] == 0.5
@@ -173,3 +183,18 @@ def test_step_ids_are_unique_and_explicit_ids_win(registry):
     data["steps"].insert(1, {"train": {"use": "fake_lora"}})
     validated = validate_recipe(data, registry)
     assert [s.id for s in validated.steps][:3] == ["train", "train_2", "second"]
+
+
+def test_overriding_the_format_drops_the_old_formats_options_and_says_so(registry):
+    validated = validate_recipe(recipe(), registry, overrides=["data.format=fake_data"])
+    assert validated.notes == [] and validated.data_config.n == 4, "same format: options kept"
+    data = recipe()
+    data["data"] = {"format": "other", "with": {"kind": "neu", "size": 64}}
+    validated = validate_recipe(data, registry, overrides=["data.format=fake_data", "data.category=carpet"])
+    assert validated.data_config.n == 4 and validated.data_config.category == "carpet"
+    assert validated.notes == [
+        "data.with (kind, size) belonged to format 'other' and is not used with --set data.format=fake_data; "
+        "set data.with.* to give the new format options"
+    ]
+    validated = validate_recipe(data, registry, overrides=["data.format=fake_data", "data.with={n: 2}"])
+    assert validated.data_config.n == 2 and validated.notes == []

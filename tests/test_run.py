@@ -27,7 +27,10 @@ def test_a_run_directory_holds_everything(tmp_path):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert sorted(p.name for p in run_dir.iterdir() if p.name[:2].isdigit()) == [
-        "01_train", "02_detect", "03_evaluate", "04_report"
+        "01_train",
+        "02_detect",
+        "03_evaluate",
+        "04_report",
     ]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["final_value"] == pytest.approx(100.0 * 2 * 3)
@@ -103,7 +106,9 @@ def test_resume_refuses_a_changed_recipe(tmp_path):
     registry = get_registry()
     run_recipe(validate_recipe(recipe(), registry), out=out)
     changed = validate_recipe(recipe(), registry, overrides=["steps[0].train.with.rank=7"])
-    with pytest.raises(RunError, match=r"the recipe changed since this run started \(steps\[0\].train.with.rank: 2 -> 7\)"):
+    with pytest.raises(
+        RunError, match=r"the recipe changed since this run started \(steps\[0\].train.with.rank: 2 -> 7\)"
+    ):
         run_recipe(changed, out=out, resume=True)
 
 

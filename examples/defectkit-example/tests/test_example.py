@@ -1,15 +1,14 @@
 """How a plugin author tests a plugin with ``defectkit.testing`` (installed as a pytest plugin)."""
 
 import numpy as np
+from defectkit_example import hooks
+from defectkit_example.detector import read_scores
 from PIL import Image
 from pydantic import BaseModel
 
 from defectkit import Component, hookimpl
 from defectkit.data import Sample
 from defectkit.testing import check_component, check_plugin_light, run_recipe_dict
-
-from defectkit_example import hooks
-from defectkit_example.detector import read_scores
 
 
 def test_hooks_module_is_light():
@@ -30,7 +29,9 @@ class Squares:
 
     def samples(self, split):
         def load(defective):
-            pixels = np.full((32, 32, 3), 120, np.uint8) + np.random.default_rng(0).integers(0, 8, (32, 32, 3), dtype=np.uint8)
+            pixels = np.full((32, 32, 3), 120, np.uint8) + np.random.default_rng(0).integers(
+                0, 8, (32, 32, 3), dtype=np.uint8
+            )
             mask = np.zeros((32, 32), bool)
             if defective:
                 pixels[8:14, 8:14] = 255
@@ -39,9 +40,13 @@ class Squares:
 
         n = 6 if split == "train" else 4
         return [
-            Sample(id=f"{split}/{i}", split=split, label=int(split == "test" and i % 2 == 1),
-                   defect_type="square" if split == "test" and i % 2 else "good",
-                   loader=lambda d=(split == "test" and i % 2 == 1): load(d))
+            Sample(
+                id=f"{split}/{i}",
+                split=split,
+                label=int(split == "test" and i % 2 == 1),
+                defect_type="square" if split == "test" and i % 2 else "good",
+                loader=lambda d=(split == "test" and i % 2 == 1): load(d),
+            )
             for i in range(n)
         ]
 

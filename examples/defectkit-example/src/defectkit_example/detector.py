@@ -10,7 +10,6 @@ from PIL import Image
 
 from defectkit.errors import DataError
 from defectkit.io import atomic_path, write_text
-
 from defectkit_example.config import PixelZScoreConfig
 
 
