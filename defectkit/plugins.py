@@ -218,7 +218,7 @@ class Registry:
         existing = self._components[key]
         existing.append(component)
         if len(existing) > 1:
-            owners = " and ".join(self._owner(c) for c in existing)
+            owners = " and ".join(sorted(self._owner(c) for c in existing))
             message = f"{component.kind} {component.name!r} is registered by both {owners}"
             for c in existing:
                 other = self.plugins.get(c.plugin)
@@ -270,7 +270,7 @@ class Registry:
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
-            owners = " and ".join(self._owner(c) for c in found)
+            owners = " and ".join(sorted(self._owner(c) for c in found))
             raise RegistryError(f"{kind} {name!r} is registered by both {owners}: uninstall one of them")
         raise RegistryError(unknown_name_message(kind, name, self.names(kind)))
 

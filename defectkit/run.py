@@ -84,6 +84,15 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def use_cpu(device: str) -> bool:
+    """Whether Accelerate must run on the CPU (gloo between processes) for the recipe's ``device``."""
+    if device == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return device == "cpu"
+
+
 class StepContext:
     """What a step's component gets: folders, data, artifacts, logging, devices."""
 
@@ -212,7 +221,7 @@ class Run:
     def accelerator(self):
         from accelerate import Accelerator
 
-        return Accelerator(cpu=self.recipe.device == "cpu")
+        return Accelerator(cpu=use_cpu(self.recipe.device))
 
     @property
     def is_main_process(self) -> bool:
@@ -294,8 +303,8 @@ class Run:
 
     # -- the run itself -------------------------------------------------------------
 
-    def prepare(self) -> None:
-        """Create (or check, when resuming) the run directory and write its recipe and environment."""
+    def check_run_dir(self) -> None:
+        """Refuse an existing run directory unless resuming, and a changed recipe when resuming."""
         resolved_path = self.run_dir / "recipe.resolved.yaml"
         if self.resume:
             if not resolved_path.exists():
@@ -311,6 +320,9 @@ class Run:
                 )
         elif self.run_dir.exists() and any(self.run_dir.iterdir()):
             raise RunError(f"{self.run_dir}: already exists and is not empty; pass --resume to continue it, or another --out")
+
+    def prepare(self) -> None:
+        """Create the run directory and write its recipe and environment."""
         if not self.is_main_process:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -320,6 +332,8 @@ class Run:
 
     def execute(self) -> Path:
         """Run every step not yet done; return the run directory."""
+        self.check_run_dir()
+        self._wait()  # every process checks before the main process creates anything
         self._setup_logging()
         self.prepare()
         status = dkio.read_json(self.run_dir / "run.json", {}) if self.resume else {}
@@ -520,6 +534,6 @@ def run_recipe(
             from accelerate import PartialState
             from accelerate.utils import broadcast_object_list
 
-            PartialState()
+            PartialState(cpu=use_cpu(validated.recipe.device))
             out = Path(broadcast_object_list([str(out)])[0])
     return Run(validated, Path(out), resume=resume, console=console, command=command).execute()

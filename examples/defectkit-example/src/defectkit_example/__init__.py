@@ -1,0 +1,1 @@
+"""A minimal defectkit plugin: a per-pixel z-score anomaly detector."""

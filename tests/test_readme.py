@@ -1,0 +1,26 @@
+"""The README's promises: exactly two quick-start commands, and CI runs the same test command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def quick_start_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return [line.strip() for line in section.splitlines() if line.startswith("    ") and line.strip()]
+
+
+def test_quick_start_has_exactly_two_commands():
+    commands = quick_start_commands()
+    assert len(commands) == 2, commands
+    assert commands[0].endswith("defectkit run recipes/quickstart.yaml")
+    assert (ROOT / "recipes" / "quickstart.yaml").is_file()
+    assert re.search(r"python -m pytest$", commands[1])
+
+
+def test_ci_runs_the_readme_test_command():
+    assert quick_start_commands()[1] in (ROOT / ".ci" / "run").read_text()
