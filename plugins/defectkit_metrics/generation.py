@@ -61,10 +61,11 @@ def _torchmetrics_feature(spec: str, purpose: str):
         raise ExtractorError(f"{purpose} extractor {spec!r}: cannot load its weights ({exc})") from None
 
 
-def _build(metric_cls, spec: str, purpose: str, **kwargs):
+def _build(metric_cls, spec: str, purpose: str, normalize: bool = True, **kwargs):
+    """A torchmetrics metric fed float [0, 1] images (``normalize``: it converts them for Inception)."""
     feature = _torchmetrics_feature(spec, purpose)
     try:
-        return metric_cls(feature=feature, normalize=True, **kwargs)
+        return metric_cls(feature=feature, normalize=normalize, **kwargs)
     except (ModuleNotFoundError, RuntimeError, OSError) as exc:
         raise ExtractorError(f"{purpose} extractor {spec!r}: cannot build it ({exc})") from None
 
@@ -126,7 +127,15 @@ def inception_score(fake: torch.Tensor, extractor: str, device: torch.device, sp
 
     if fake.shape[0] < 2:
         raise UndefinedMetricError(f"Inception Score needs at least 2 generated images, got {fake.shape[0]}")
-    metric = _build(InceptionScore, extractor, "inception_score", splits=min(splits, fake.shape[0])).to(device)
+    # unlike FID/KID, InceptionScore turns float images into bytes even for a custom model,
+    # so normalize only for the Inception network, which expects bytes
+    metric = _build(
+        InceptionScore,
+        extractor,
+        "inception_score",
+        normalize=extractor == "inception",
+        splits=min(splits, fake.shape[0]),
+    ).to(device)
     for batch in _batches(fake, batch_size, device):
         metric.update(batch)
     mean, std = metric.compute()

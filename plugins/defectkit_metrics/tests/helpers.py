@@ -144,7 +144,9 @@ class TinyMVTec:
         if split == "train":
             images = sorted((self.root / "train" / NORMAL).glob("*.png"))
             return [
-                Sample(id=str(p.relative_to(self.root)), split="train", label=0, object_class=self.root.name, image_path=p)
+                Sample(
+                    id=str(p.relative_to(self.root)), split="train", label=0, object_class=self.root.name, image_path=p
+                )
                 for p in images
             ]
         return []
@@ -171,7 +173,9 @@ class TinyDetector:
             Image.fromarray(((anomaly_map > 0.65) * 255).astype(np.uint8)).save(masks_dir / mask_file)
             # one deliberate confusion so per-class figures are not all 1
             prediction = "dent" if (sample.defect_type, stem) == ("scratch", "000") else sample.defect_type
-            rows.append({"id": sample.id, "label": sample.defect_type, "prediction": prediction, "mask": f"masks/{mask_file}"})
+            rows.append(
+                {"id": sample.id, "label": sample.defect_type, "prediction": prediction, "mask": f"masks/{mask_file}"}
+            )
         with open(ctx.step_dir / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=["id", "label", "prediction", "mask"])
             writer.writeheader()
@@ -195,7 +199,9 @@ class TinyGenerator:
             pixels = np.asarray(sample.load_image()).astype(np.int16) + rng.integers(-25, 25, size=(SIZE, SIZE, 3))
             name = f"{k:03d}.png"
             Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(out / name)
-            lines.append({"file": name, "defect_type": sample.defect_type, "prompt": f"a {sample.defect_type} on metal"})
+            lines.append(
+                {"file": name, "defect_type": sample.defect_type, "prompt": f"a {sample.defect_type} on metal"}
+            )
         (out / "metadata.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
         ctx.add_artifact("generated_images", out)
 

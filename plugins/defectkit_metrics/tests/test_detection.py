@@ -192,9 +192,7 @@ def test_detection_metrics_against_sklearn_and_reference():
         assert figures[f"pixel_{key}"] == pytest.approx(pixel[key], abs=1e-6)
     assert figures["pixel_aupro"] == pytest.approx(reference_aupro(maps, masks), abs=1e-3)
     assert 0.0 <= figures["pixel_aupro"] <= 1.0
-    assert detection_metrics(None, labels, maps, masks, keys=["pixel_aupro"]) == {
-        "pixel_aupro": figures["pixel_aupro"]
-    }
+    assert detection_metrics(None, labels, maps, masks, keys=["pixel_aupro"]) == {"pixel_aupro": figures["pixel_aupro"]}
 
 
 def test_maps_are_resized_to_masks_never_masks_to_maps():
