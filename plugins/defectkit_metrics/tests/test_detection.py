@@ -149,7 +149,7 @@ def test_regions_are_eight_connected():
     mask[0, 0] = mask[1, 1] = mask[1, 2] = True
     anomaly_map = np.zeros((4, 4), dtype=np.float32)
     anomaly_map[0, 0] = 1.0
-    _, count = label_regions([mask])
+    _, _, count = label_regions([mask])
     assert count == 1
     # curve (0,0) (0,1/3) (1,1): PRO at 0.3 = 1/3 + 2/3 * 0.3
     expected = (1 / 3 + (1 / 3 + 0.2)) / 2
@@ -162,15 +162,17 @@ def test_touching_and_separate_regions_count():
     mask[2:4, 2:4] = True  # touches the first at a corner: same region
     mask[7, 7] = True  # single pixel
     mask[0:3, 8] = True
-    ids, count = label_regions([mask, mask[::-1]])
+    positions, ids, count = label_regions([mask, mask[::-1]])
     assert count == 6
-    assert ids.shape == (200,) and (ids >= 0).sum() == 2 * mask.sum()
+    assert len(positions) == len(ids) == 2 * mask.sum()
+    assert set(ids[positions < 100]) == {0, 1, 2} and positions.max() >= 100
 
 
 @pytest.mark.parametrize("seed, round_to", [(0, None), (1, 2), (2, 1)])
-def test_aupro_matches_slow_exact_reference(seed, round_to):
+@pytest.mark.parametrize("limit", [0.05, 0.3, 1.0])
+def test_aupro_matches_slow_exact_reference(seed, round_to, limit):
     maps, masks, _ = random_set(seed, round_to=round_to)
-    assert aupro(maps, masks) == pytest.approx(reference_aupro(maps, masks), abs=1e-9)
+    assert aupro(maps, masks, limit) == pytest.approx(reference_aupro(maps, masks, limit), abs=1e-9)
 
 
 def test_aupro_undefined_without_regions():
