@@ -1,6 +1,7 @@
-"""AUPRO on 100 anomaly maps of 256x256: defectkit's exact global sort vs a straightforward reference.
+"""AUPRO on 100 anomaly maps of 256x256: defectkit's exact AUPRO vs a straightforward reference.
 
-The reference is the loop found in many anomaly-detection repositories: 200
+Ours is exact at every distinct score (see defectkit_metrics.detection). The
+reference is the loop found in many anomaly-detection repositories: 200
 thresholds evenly spaced between the lowest and highest score, and for each
 threshold every ground-truth mask is labelled into connected components
 again and every region's overlap is measured. Both integrate PRO to FPR 0.3
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from defectkit_metrics.detection import aupro
 from scipy import ndimage
 from skimage import measure
 
 from benchmarks.harness import Benchmark, parse_args
-from defectkit_metrics.detection import aupro
 
 FPR_LIMIT = 0.3
 
@@ -70,11 +71,12 @@ def main() -> None:
 
     ours = aupro(maps_t, masks, FPR_LIMIT)
     theirs = reference_aupro(maps, masks)
-    print(f"AUPRO@{FPR_LIMIT}: defectkit {ours:.6f}  reference (200 thresholds) {theirs:.6f}  |diff| {abs(ours - theirs):.2e}")
-    assert abs(ours - theirs) < 1e-3, "the two AUPRO values disagree by 1e-3 or more"
+    diff = abs(ours - theirs)
+    print(f"AUPRO@{FPR_LIMIT}: defectkit {ours:.6f}  reference (200 thresholds) {theirs:.6f}  |diff| {diff:.2e}")
+    assert diff < 1e-3, "the two AUPRO values disagree by 1e-3 or more"
 
     bench = Benchmark(f"AUPRO, 100 maps 256x256 ({device.type})", unit="maps/s", items=len(maps), repeats=args.repeats)
-    bench.measure("defectkit global sort", lambda: aupro(maps_t, masks, FPR_LIMIT), sync=sync, warmup=args.warmup)
+    bench.measure("defectkit exact", lambda: aupro(maps_t, masks, FPR_LIMIT), sync=sync, warmup=args.warmup)
     bench.measure(
         "reference 200 thresholds",
         lambda: reference_aupro(maps, masks),

@@ -10,7 +10,7 @@ GPU when there is one), with no Python loop over thresholds or regions:
   precision-recall curve (the trapezoid over-states AP when precision jumps).
 - AUPRO is exact at every distinct threshold: PRO changes only at defect-pixel
   scores, so those are sorted once and the defect-free pixels are counted
-  between them by binary search (see :func:`_pro_curve`), which gives the same
+  between them by a binned search (see :func:`_pro_curve`), which gives the same
   curve as one global sort of all pixels at a fraction of the cost. The curve
   is integrated from FPR 0 to ``fpr_limit`` (0.3), interpolated at the limit,
   and divided by the limit, so the figure lies in [0, 1]. Regions are the
@@ -211,8 +211,8 @@ def _pro_curve(
     """The exact (FPR, PRO) curve, from a sort of the defect pixels only.
 
     PRO changes only at defect-pixel scores, so only those are sorted (as the
-    distinct values ``u``). Each defect-free pixel is placed among them by
-    binary search: one equal to some ``u_j`` moves FPR together with PRO at
+    distinct values ``u``). Each defect-free pixel is placed among them
+    (:func:`_count_below`): one equal to some ``u_j`` moves FPR together with PRO at
     ``u_j`` (a diagonal step, how ties are handled); one strictly between
     ``u_j`` and the next lower value moves FPR while PRO stays flat. Flat runs
     add PRO x dFPR whether their pixels are sorted or counted, so the
@@ -228,7 +228,7 @@ def _pro_curve(
     k = values.numel()
     pro_step = torch.zeros(k, dtype=torch.float64, device=positive.device).index_add_(0, inverse, weight)
     # below = number of values < s; the pixel ties with values[below] or lies in gap `below`
-    below = torch.searchsorted(values, negative)
+    below = _count_below(values, negative)
     ties = (values[below.clamp(max=k - 1)] == negative) & (below < k)
     # one counting pass: slot 2i counts pixels in gap i (gap k: above every value), 2i+1 ties with values[i]
     counts = torch.bincount(2 * below + ties, minlength=2 * k + 2).to(torch.float64).view(k + 1, 2)
@@ -239,6 +239,35 @@ def _pro_curve(
     d_pro = torch.cat([zeros[:1], torch.stack([pro_step.flip(0), zeros], dim=1).flatten()])
     start = d_fpr.new_zeros(1)
     return torch.cat([start, torch.cumsum(d_fpr, 0) / n_negative]), torch.cat([start, torch.cumsum(d_pro, 0)])
+
+
+def _count_below(values: torch.Tensor, queries: torch.Tensor, bins_per_value: int = 16) -> torch.Tensor:
+    """``torch.searchsorted(values, queries)`` (how many ``values`` are < each query), faster for many queries.
+
+    Queries are first put in equal-width bins over the range of ``values``; the
+    bin index is a monotone function of the score, so a query in a bin that
+    holds no value has exactly as many values below it as lie in lower bins.
+    Only queries in the few bins that hold a value need the binary search.
+    """
+    k = values.numel()
+    span = float(values[-1] - values[0])
+    if k < 2 or span <= 0 or not np.isfinite(span):
+        return torch.searchsorted(values, queries)
+    n_bins = bins_per_value * k
+    scale = n_bins / span
+    low = float(values[0])
+
+    def bin_of(x: torch.Tensor) -> torch.Tensor:
+        # -1: below every value, n_bins: at or above the top value; shifted to 0..n_bins+1
+        return ((x.double() - low) * scale).floor_().clamp_(-1, n_bins).long() + 1
+
+    per_bin = torch.bincount(bin_of(values), minlength=n_bins + 2)
+    values_before = torch.cumsum(per_bin, 0) - per_bin
+    query_bins = bin_of(queries)
+    below = values_before[query_bins]
+    shared = torch.nonzero(per_bin[query_bins] > 0).flatten()
+    below[shared] = torch.searchsorted(values, queries[shared])
+    return below
 
 
 def _area_to_limit(x: torch.Tensor, y: torch.Tensor, limit: float) -> torch.Tensor:

@@ -217,3 +217,14 @@ def test_gpu_matches_cpu():
     gpu = detection_metrics(None, labels, torch.from_numpy(maps).cuda(), masks)
     for key in DETECTION_KEYS:
         assert gpu[key] == pytest.approx(cpu[key], abs=1e-6)
+
+
+def test_binned_count_below_equals_searchsorted():
+    from defectkit_metrics.detection import _count_below
+
+    rng = np.random.default_rng(0)
+    values = torch.unique(torch.from_numpy(rng.random(500).astype(np.float32)))
+    queries = torch.from_numpy(rng.uniform(-0.5, 1.5, 20000).astype(np.float32))
+    queries[:500] = values  # exact ties, including the lowest and the highest value
+    queries[500:510] = torch.nextafter(values[:10], torch.tensor(2.0))  # just above a value
+    assert torch.equal(_count_below(values, queries), torch.searchsorted(values, queries))
