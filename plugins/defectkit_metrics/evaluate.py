@@ -228,6 +228,8 @@ class _PairedMetric(_GenerationMetric):
         return {}
 
     def measure(self, ctx, generated, real):
+        import torch
+
         from defectkit_metrics.generation import all_pairs, paired
 
         distance = self.distance(ctx)
@@ -243,8 +245,6 @@ class _PairedMetric(_GenerationMetric):
                 r_idx = [i for i, s in enumerate(real) if s.defect_type == defect_type]
                 matrix = all_pairs(fake[f_idx], real_images[r_idx], distance, ctx.device, self.config.batch_size)
                 parts.append(matrix.max(dim=1).values if self.higher_is_closer else matrix.min(dim=1).values)
-            import torch
-
             values = torch.cat(parts)
         return {self.key: float(values.mean()), f"{self.key}_pairing": pairing, **self.extra()}
 
