@@ -152,7 +152,7 @@ class PatchKNNDetector:
             )
         model = self._model(ctx)
         size = model.settings.image_size
-        overlay_at = set(pick_overlays([s.label for s in test], config.overlays))
+        overlay_at = set(pick_overlays([s.defect_type for s in test], [s.label for s in test], config.overlays))
 
         scores: list[float] = []
         pixel_scores: list[np.ndarray] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -9,17 +10,21 @@ import numpy as np
 from defectkit.io import atomic_path
 
 
-def pick_overlays(labels: list[int], count: int) -> list[int]:
-    """Indices of up to ``count`` samples to draw, spread evenly: mostly defective, at least a third normal.
+def pick_overlays(defect_types: list[str], labels: list[int], count: int) -> list[int]:
+    """Indices of up to ``count`` samples to draw: every defect type in turn, and at least a third normal.
 
     Normal images belong in the sample: a map is only convincing next to the
     maps of images without defects, drawn on the same colour scale.
     """
-    defective = [i for i, label in enumerate(labels) if label]
-    normal = [i for i, label in enumerate(labels) if not label]
+    by_type: dict[str, list[int]] = {}
+    for i, (kind, label) in enumerate(zip(defect_types, labels, strict=True)):
+        by_type.setdefault(kind if label else "", []).append(i)
+    normal = by_type.pop("", [])
+    # round robin over the defect types: the first of each type, then the second of each ...
+    defective = [i for group in itertools.zip_longest(*by_type.values()) for i in group if i is not None]
     n_normal = min(len(normal), max(count - len(defective), count // 3))
     n_defective = min(len(defective), count - n_normal)
-    return _spread(defective, n_defective) + _spread(normal, n_normal)
+    return defective[:n_defective] + _spread(normal, n_normal)
 
 
 def _spread(items: list[int], count: int) -> list[int]:

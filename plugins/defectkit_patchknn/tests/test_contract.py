@@ -45,3 +45,15 @@ def test_every_option_has_a_default_and_description():
     for name, field in component.load_config_model().model_fields.items():
         assert field.description, name
         assert not field.is_required(), name
+
+
+def test_overlays_show_every_defect_type_and_normal_images():
+    from defectkit_patchknn.overlays import pick_overlays
+
+    types = ["good"] * 8 + ["scratch", "blob", "foreign"] * 4
+    labels = [int(t != "good") for t in types]
+    chosen = pick_overlays(types, labels, 12)
+    assert len(chosen) == len(set(chosen)) == 12
+    assert sorted(types[i] for i in chosen).count("good") == 4
+    assert {types[i] for i in chosen} == {"good", "scratch", "blob", "foreign"}
+    assert pick_overlays(["good", "blob"], [0, 1], 12) == [1, 0]
