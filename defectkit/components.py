@@ -37,7 +37,8 @@ class Component:
         name: unique within its kind; what a recipe writes after ``use:``.
         factory: import string of a callable taking the validated config model
             instance and returning the component object (see
-            :mod:`defectkit.protocols` for what each kind's object provides).
+            CONTRIBUTING.md, "What a component's object does", for what each
+            kind's object provides).
         config: import string of a pydantic model for the ``with:`` block, or
             ``None`` when the component takes no options.
         summary: one line for ``defectkit plugins``.

@@ -1,0 +1,33 @@
+"""Hook implementations of the patchknn plugin. Light: imported by ``defectkit plugins`` and ``--help``."""
+
+from defectkit import Component, hookimpl
+
+_REQUIRES = ("torch>=2.2", "torchvision>=0.17", "safetensors>=0.4", "scikit-learn>=1.5", "matplotlib>=3.8")
+
+
+@hookimpl
+def defectkit_trainers() -> list[Component]:
+    return [
+        Component(
+            kind="trainer",
+            name="patch_knn",
+            factory="defectkit_patchknn.detector:PatchKNNTrainer",
+            config="defectkit_patchknn.config:PatchKNNTrainConfig",
+            summary="PatchCore memory bank of frozen ResNet patch features from good images (coreset, no training)",
+            requires=_REQUIRES,
+        )
+    ]
+
+
+@hookimpl
+def defectkit_detectors() -> list[Component]:
+    return [
+        Component(
+            kind="detector",
+            name="patch_knn",
+            factory="defectkit_patchknn.detector:PatchKNNDetector",
+            config="defectkit_patchknn.config:PatchKNNDetectConfig",
+            summary="PatchCore anomaly maps: nearest-neighbour distance of each patch to the memory bank",
+            requires=_REQUIRES,
+        )
+    ]
