@@ -366,6 +366,11 @@ class Run:
                 f"interrupted during {where}; continue with: defectkit run {self.validated.path} "
                 f"--out {self.run_dir} --resume"
             ) from None
+        except DefectkitError as exc:
+            # a user mistake: one line in run.log; the CLI prints it once, with no traceback
+            status["status"] = "failed"
+            self._file_log.error("step %s failed: %s", current.dirname if current else "?", exc)
+            raise
         except BaseException:
             status["status"] = "failed"
             log.exception("step %s failed", current.dirname if current else "?")
@@ -453,11 +458,14 @@ class Run:
     def _setup_logging(self) -> None:
         log.setLevel(logging.INFO)
         self._handlers: list[logging.Handler] = []
+        self._file_log = logging.getLogger("defectkit.runfile")
+        self._file_log.propagate = False
         if self.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             file_handler = logging.FileHandler(self.run_dir / "run.log", encoding="utf-8")
             file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             self._handlers.append(file_handler)
+            self._file_log.addHandler(file_handler)
             if self.console is not None:
                 from rich.logging import RichHandler
 
@@ -466,6 +474,8 @@ class Run:
             log.addHandler(handler)
 
     def _teardown_logging(self) -> None:
+        for handler in list(self._file_log.handlers):
+            self._file_log.removeHandler(handler)
         for handler in self._handlers:
             log.removeHandler(handler)
             handler.close()

@@ -61,13 +61,10 @@ class Sample:
         return self.label == 0
 
     def load_image(self) -> Image.Image:
-        """The image as RGB."""
+        """The image as RGB; a file that cannot be decoded raises a DataError naming it."""
         if self.loader is not None:
             return self.loader()[0].convert("RGB")
-        from PIL import Image
-
-        with Image.open(self.image_path) as img:
-            return img.convert("RGB")
+        return read_image(self.image_path)
 
     def load_mask(self) -> np.ndarray | None:
         """The defect mask as a boolean H×W array; all False for a normal image; ``None`` if unknown."""
@@ -76,16 +73,63 @@ class Sample:
         if self.loader is not None:
             return self.loader()[1]
         if self.mask_path is not None:
-            from PIL import Image
-
-            with Image.open(self.mask_path) as img:
-                return np.asarray(img.convert("L")) > 127
+            return read_mask(self.mask_path)
         if self.is_normal and self.image_path is not None:
-            from PIL import Image
-
-            with Image.open(self.image_path) as img:
-                return np.zeros((img.height, img.width), dtype=bool)
+            width, height = image_size(self.image_path)
+            return np.zeros((height, width), dtype=bool)
         return None
+
+
+def read_image(path: Path) -> Image.Image:
+    """Decode an image file to RGB, or raise a one-line DataError that names it."""
+    from PIL import Image, UnidentifiedImageError
+
+    from defectkit.errors import DataError
+
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file is missing") from None
+    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot be decoded ({exc}); re-export the image or remove it from the dataset") from None
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    from defectkit.errors import DataError
+
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file is missing") from None
+    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc}); re-export it or remove it from the dataset") from None
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A binary mask file as a boolean array (any non-zero value is defect).
+
+    A mask with more than two grey levels (anti-aliased, JPEG-compressed,
+    resized with interpolation) is rejected: thresholding it would silently
+    move the defect boundary the metrics are computed on.
+    """
+    import numpy as np
+
+    from defectkit.errors import DataError
+
+    values = np.asarray(read_image(path).convert("L"))
+    levels = np.unique(values)
+    if len(levels) > 2 or (len(levels) == 2 and levels[0] != 0):
+        shown = ", ".join(str(v) for v in levels[:6]) + (" ..." if len(levels) > 6 else "")
+        raise DataError(
+            f"{path}: mask is not binary ({len(levels)} grey levels: {shown}); "
+            "save masks as PNG with 0 for background and 255 for defect"
+        )
+    return values > 0
 
 
 @runtime_checkable
