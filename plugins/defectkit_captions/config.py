@@ -33,10 +33,9 @@ class CaptionOptions(BaseModel):
     # a misspelt option is an error naming the key, never silently ignored
     model_config = ConfigDict(extra="forbid")
 
-    split: str = Field(
+    split: Literal["train", "val", "test", "gen_train", "gen_eval"] = Field(
         "train",
-        min_length=1,
-        description="which samples to caption: train, val, test (or gen_train / gen_eval under the generation protocol)",
+        description="which samples to caption: train, val, test, or gen_train / gen_eval (the generation protocol)",
     )
     template: str = Field(
         "{trigger}, {caption}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,10 +24,17 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def load_pretrained(model_cls: Any, processor_cls: Any, model: str, dtype: torch.dtype, device: torch.device):
     """``(model, processor)`` from a hub id or a local folder, in eval mode on ``device``."""
+    from huggingface_hub.errors import HFValidationError
+
+    path = Path(model).expanduser()
+    if (path.is_absolute() or model.startswith(".")) and not path.is_dir():
+        raise DefectkitError(f"cannot load {model_cls.__name__} {model!r}: no such folder")
+    source = str(path) if path.is_dir() else model  # "~/models/blip2" works too
     try:
-        processor = processor_cls.from_pretrained(model)
-        network = model_cls.from_pretrained(model, dtype=dtype)
-    except OSError as error:  # transformers reports a missing repo, folder or file as OSError
+        processor = processor_cls.from_pretrained(source)
+        network = model_cls.from_pretrained(source, dtype=dtype)
+    # transformers reports a missing repo or file as OSError, and a malformed id ("a/b/c") as HFValidationError
+    except (OSError, HFValidationError) as error:
         raise DefectkitError(
             f"cannot load {model_cls.__name__} {model!r}: {str(error).splitlines()[0]} "
             "(give a Hugging Face Hub id, or a local folder written by save_pretrained)"
