@@ -30,7 +30,8 @@ class Blip2Captioner(CaptionProvider):
         return self.config.model
 
     @cached_property
-    def _loaded(self) -> tuple[Any, Any]:
+    def loaded(self) -> tuple[Any, Any]:
+        """``(model, processor)``, loaded on first access (on :attr:`device`, else CUDA when available)."""
         from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
         device = self.device or default_device()
@@ -49,7 +50,7 @@ class Blip2Captioner(CaptionProvider):
     @torch.inference_mode()
     def caption_images(self, images: Sequence[Image.Image], samples: Sequence[Sample]) -> list[str | None]:
         """One caption per image, generated in one batch."""
-        model, processor = self._loaded
+        model, processor = self.loaded
         prompts = [render(self.config.prompt, sample_fields(sample)) for sample in samples]
         inputs = processor(images=list(images), text=prompts, return_tensors="pt", padding=True)
         inputs = inputs.to(model.device)

@@ -72,7 +72,9 @@ class ClipRerankCaptioner(CaptionProvider):
 
     @property
     def model_id(self) -> str:
-        return "+".join(f"{spec.name}/{spec.pretrained}" if spec.pretrained else spec.name for spec in self.config.models)
+        return "+".join(
+            f"{spec.name}/{spec.pretrained}" if spec.pretrained else spec.name for spec in self.config.models
+        )
 
     @property
     def torch_device(self) -> torch.device:
@@ -96,7 +98,7 @@ class ClipRerankCaptioner(CaptionProvider):
             except (RuntimeError, FileNotFoundError, ValueError) as error:
                 raise DefectkitError(
                     f"clip_rerank: cannot load open_clip model {spec.name!r} (pretrained {spec.pretrained!r}): "
-                    f"{str(error).splitlines()[0]}; `python -c \"import open_clip; print(open_clip.list_pretrained())\"` "
+                    f'{str(error).splitlines()[0]}; `python -c "import open_clip; print(open_clip.list_pretrained())"` '
                     "lists the known pairs"
                 ) from None
             tokenizer = open_clip.get_tokenizer(spec.name)
@@ -121,6 +123,7 @@ class ClipRerankCaptioner(CaptionProvider):
             self._text_cache[key] = clip.text_features(texts, self.torch_device)
         return self._text_cache[key]
 
+    @torch.inference_mode()
     def scores(self, images: Sequence[Image.Image], samples: Sequence[Sample]) -> list[dict[str, float]]:
         """Per image, each candidate keyword's probability averaged over the ensemble."""
         totals = [torch.zeros(len(self.candidates(sample))) for sample in samples]

@@ -228,7 +228,9 @@ class LlavaCaptionConfig(CaptionOptions, GenerationOptions, InstructionOptions):
 class OpenAICaptionConfig(CaptionOptions, InstructionOptions):
     """``openai``: any OpenAI-compatible vision API (OpenAI, a local vLLM or Ollama server)."""
 
-    model: str = Field("gpt-4o", min_length=1, description="the model name the server knows (gpt-4o, gpt-4.1, llava ...)")
+    model: str = Field(
+        "gpt-4o", min_length=1, description="the model name the server knows (gpt-4o, gpt-4.1, llava ...)"
+    )
     base_url: str | None = Field(
         None,
         description="API base URL; null: OpenAI. A local vLLM: http://localhost:8000/v1, Ollama: http://localhost:11434/v1",
@@ -244,7 +246,10 @@ class OpenAICaptionConfig(CaptionOptions, InstructionOptions):
         description="how the limit is sent: OpenAI's current max_completion_tokens, or max_tokens for older servers",
     )
     temperature: float | None = Field(
-        None, ge=0.0, le=2.0, description="sampling temperature; null: the server's default (some models accept no other)"
+        None,
+        ge=0.0,
+        le=2.0,
+        description="sampling temperature; null: the server's default (some models accept no other)",
     )
     detail: Literal["low", "high", "auto"] | None = Field(
         None, description="the image_url detail level (OpenAI: low is cheaper); null: not sent"

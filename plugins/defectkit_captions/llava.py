@@ -31,7 +31,8 @@ class LlavaCaptioner(CaptionProvider):
         return self.config.model
 
     @cached_property
-    def _loaded(self) -> tuple[Any, Any]:
+    def loaded(self) -> tuple[Any, Any]:
+        """``(model, processor)``, loaded on first access (on :attr:`device`, else CUDA when available)."""
         from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
         device = torch.device(self.device or default_device())
@@ -62,7 +63,7 @@ class LlavaCaptioner(CaptionProvider):
     @torch.inference_mode()
     def caption_images(self, images: Sequence[Image.Image], samples: Sequence[Sample]) -> list[str | None]:
         """One answer per image, generated in one batch."""
-        model, processor = self._loaded
+        model, processor = self.loaded
         prompts = [self.prompt(sample, processor) for sample in samples]
         inputs = processor(images=list(images), text=prompts, return_tensors="pt", padding=True).to(model.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)

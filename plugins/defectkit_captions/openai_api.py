@@ -163,7 +163,10 @@ class OpenAICaptioner(CaptionProvider):
         if self.config.detail is not None:
             image_url["detail"] = self.config.detail
         messages = [
-            {"role": "user", "content": [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": image_url}]}
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": image_url}],
+            }
         ]
         where = f"{self.config.base_url or 'the OpenAI API'} (model {self.config.model})"
         self._count("api_requests")

@@ -39,7 +39,9 @@ def check_template(template: str, allowed: dict[str, str], required: tuple[str, 
     try:
         used = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as error:  # an unmatched brace
-        raise ValueError(f"{template!r} is not a valid template ({error}); write literal braces as {{{{ and }}}}") from None
+        raise ValueError(
+            f"{template!r} is not a valid template ({error}); write literal braces as {{{{ and }}}}"
+        ) from None
     unknown = sorted(name for name in used if name not in allowed)
     if unknown:
         choices = ", ".join("{" + name + "}" for name in allowed)

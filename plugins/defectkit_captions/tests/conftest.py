@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,19 @@ def registered(register_plugin, defectkit_registry) -> None:
     register_plugin(DefectsPlugin(), "tiny_defects")
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test may reach the Hugging Face Hub: every model comes from a local folder."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+@pytest.fixture(scope="session", autouse=True)
+def offline() -> Iterator[None]:
+    """No test may reach the Hugging Face Hub: every model comes from a local folder.
+
+    huggingface_hub reads HF_HUB_OFFLINE once, when it is first imported (maybe by
+    an earlier test), so its constant is set as well as the variable.
+    """
+    import huggingface_hub.constants
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        yield
 
 
 @pytest.fixture(scope="session")

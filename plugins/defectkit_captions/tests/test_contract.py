@@ -24,7 +24,12 @@ def test_every_provider_builds_from_defaults():
     assert configs["openai"].api_key_env == "OPENAI_API_KEY" and configs["openai"].cache
     assert configs["keywords"].split == "train" and configs["keywords"].template == "{trigger}, {caption}"
     assert set(configs["keywords"].class_keywords) >= {
-        "crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches",
+        "crazing",
+        "inclusion",
+        "patches",
+        "pitted_surface",
+        "rolled-in_scale",
+        "scratches",
     }
 
 

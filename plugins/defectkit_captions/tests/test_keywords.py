@@ -29,7 +29,10 @@ def test_keywords_are_ranked_by_frequency_class_first_then_paper():
         KeywordsConfig(
             paper_keywords=["grayscale", "steel surface", "macro photography"],
             class_keywords={"crazing": ["crazed texture", "fine cracks", "network of cracks"]},
-            corpus=["fine cracks, fine cracks and a network of cracks on the steel surface", "a grayscale steel surface"],
+            corpus=[
+                "fine cracks, fine cracks and a network of cracks on the steel surface",
+                "a grayscale steel surface",
+            ],
             class_top_k=2,
             paper_top_k=2,
         )
@@ -50,7 +53,9 @@ def test_default_lists_give_each_neu_class_its_own_caption():
     neu = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
     captions = {t: captioner.caption_images([None], [replace(base, defect_type=t)])[0] for t in neu}
     assert len(set(captions.values())) == 6
-    assert captions["crazing"] == "fine cracks, network of cracks, crazed texture, steel surface, hot-rolled steel strip"
+    assert (
+        captions["crazing"] == "fine cracks, network of cracks, crazed texture, steel surface, hot-rolled steel strip"
+    )
     assert captioner.caption_images([None], [replace(base, defect_type="crazing")]) == [captions["crazing"]]
 
 
@@ -98,7 +103,9 @@ def test_resume_reuses_written_lines_and_captions_the_rest(registered, tmp_path,
     seen = []
     original = KeywordCaptioner.caption_images
     monkeypatch.setattr(
-        KeywordCaptioner, "caption_images", lambda self, images, chunk: seen.extend(s.id for s in chunk) or original(self, images, chunk)
+        KeywordCaptioner,
+        "caption_images",
+        lambda self, images, chunk: seen.extend(s.id for s in chunk) or original(self, images, chunk),
     )
     validated = validate_recipe(recipe("keywords"), get_registry(), source="<test recipe>")
     run_recipe(validated, out=run_dir, resume=True)

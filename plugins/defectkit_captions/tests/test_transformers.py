@@ -37,7 +37,7 @@ def spy_generate(model, calls: list):
 
 def test_blip2_captions_in_batches_through_generate(tiny_blip2):
     captioner = Blip2Captioner(Blip2CaptionConfig(model=str(tiny_blip2), batch_size=4, max_new_tokens=5))
-    model, processor = captioner._loaded
+    model, processor = captioner.loaded
     assert model.device.type == "cpu" and model.dtype == torch.float32
     calls: list = []
     spy_generate(model, calls)
@@ -60,7 +60,7 @@ def test_blip2_prompt_is_continued_per_class(tiny_blip2):
     config = Blip2CaptionConfig(model=str(tiny_blip2), prompt="the {defect_name} defect", max_new_tokens=3)
     captioner = Blip2Captioner(config)
     calls: list = []
-    spy_generate(captioner._loaded[0], calls)
+    spy_generate(captioner.loaded[0], calls)
     items = samples(1)  # crazing, pitted_surface, scratches: prompts of 3, 4 and 3 words, padded on the left
     texts = captioner.caption_images([s.load_image() for s in items], items)
     assert calls[0] == (3, 4 + 1 + 4)  # image tokens + <s> + the longest prompt
@@ -76,7 +76,7 @@ def test_llava_follows_an_instruction_per_class(tiny_llava):
         max_new_tokens=4,
     )
     captioner = LlavaCaptioner(config)
-    model, processor = captioner._loaded
+    model, processor = captioner.loaded
     items = samples(1)
     prompts = [captioner.prompt(s, processor) for s in items]
     assert prompts == [
@@ -95,19 +95,21 @@ def test_llava_follows_an_instruction_per_class(tiny_llava):
 def test_llava_without_chat_template_needs_prompt_format(tmp_path):
     folder = tiny_models.save_tiny_llava(tmp_path / "llava", chat_template=None)
     with pytest.raises(DefectkitError, match="has no chat template; set `prompt_format`"):
-        LlavaCaptioner(LlavaCaptionConfig(model=str(folder)))._loaded
-    config = LlavaCaptionConfig(model=str(folder), prompt_format="USER: {image}\n{instruction} ASSISTANT:", max_new_tokens=2)
+        _ = LlavaCaptioner(LlavaCaptionConfig(model=str(folder))).loaded
+    config = LlavaCaptionConfig(
+        model=str(folder), prompt_format="USER: {image}\n{instruction} ASSISTANT:", max_new_tokens=2
+    )
     captioner = LlavaCaptioner(config)
     item = samples(1)[0]
-    assert captioner.prompt(item, captioner._loaded[1]).startswith("USER: <image>\nDescribe the crazing defect")
+    assert captioner.prompt(item, captioner.loaded[1]).startswith("USER: <image>\nDescribe the crazing defect")
     assert len(captioner.caption_images([item.load_image()], [item])) == 1
 
 
 def test_a_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(DefectkitError, match="cannot load Blip2ForConditionalGeneration .*: no such folder"):
-        Blip2Captioner(Blip2CaptionConfig(model=str(tmp_path / "nowhere")))._loaded
+        _ = Blip2Captioner(Blip2CaptionConfig(model=str(tmp_path / "nowhere"))).loaded
     with pytest.raises(DefectkitError, match="cannot load LlavaForConditionalGeneration 'no-such-org/llava'"):
-        LlavaCaptioner(LlavaCaptionConfig(model="no-such-org/llava"))._loaded  # offline: not in the local cache
+        _ = LlavaCaptioner(LlavaCaptionConfig(model="no-such-org/llava")).loaded  # offline: not in the local cache
 
 
 def test_llava_caption_step(registered, tiny_llava, tmp_path):

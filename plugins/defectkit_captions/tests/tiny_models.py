@@ -59,12 +59,12 @@ def _special_ids(tokenizer) -> dict[str, int]:
 def save_tiny_blip2(folder: Path, num_query_tokens: int = 4) -> Path:
     """A BLIP-2 (tiny ViT, Q-Former, OPT) and its processor, saved to ``folder``."""
     from transformers import (
-        BlipImageProcessor,
         Blip2Config,
         Blip2ForConditionalGeneration,
         Blip2Processor,
         Blip2QFormerConfig,
         Blip2VisionConfig,
+        BlipImageProcessor,
         OPTConfig,
     )
 
@@ -75,9 +75,16 @@ def save_tiny_blip2(folder: Path, num_query_tokens: int = 4) -> Path:
     layer = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
     config = Blip2Config(
         vision_config=Blip2VisionConfig(**layer, intermediate_size=64, image_size=SIZE, patch_size=8).to_dict(),
-        qformer_config=Blip2QFormerConfig(**layer, intermediate_size=64, encoder_hidden_size=32, vocab_size=vocab).to_dict(),
+        qformer_config=Blip2QFormerConfig(
+            **layer, intermediate_size=64, encoder_hidden_size=32, vocab_size=vocab
+        ).to_dict(),
         text_config=OPTConfig(
-            **layer, ffn_dim=64, vocab_size=vocab, word_embed_proj_dim=32, max_position_embeddings=128, init_std=1.0,
+            **layer,
+            ffn_dim=64,
+            vocab_size=vocab,
+            word_embed_proj_dim=32,
+            max_position_embeddings=128,
+            init_std=1.0,
             **_special_ids(tokenizer),
         ).to_dict(),
         num_query_tokens=num_query_tokens,
@@ -113,12 +120,24 @@ def save_tiny_llava(folder: Path, chat_template: str | None = CHAT_TEMPLATE) -> 
     )
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=SIZE, patch_size=8, projection_dim=32,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=SIZE,
+            patch_size=8,
+            projection_dim=32,
         ).to_dict(),
         text_config=LlamaConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-            vocab_size=len(tokenizer), max_position_embeddings=128, initializer_range=1.0, **_special_ids(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=128,
+            initializer_range=1.0,
+            **_special_ids(tokenizer),
         ).to_dict(),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default",
