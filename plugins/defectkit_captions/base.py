@@ -142,7 +142,16 @@ class CaptionProvider(ABC):
     # -- the caption step ----------------------------------------------------------------
 
     def caption(self, ctx: StepContext) -> None:
-        """Caption ``ctx.samples(split)`` into ``captions.jsonl`` (artifact ``captions``)."""
+        """Caption ``ctx.samples(split)`` into ``captions.jsonl`` (artifact ``captions``).
+
+        Under ``accelerate launch`` only the main process captions (one file,
+        one set of API requests); the others declare the same artifact so their
+        later steps find it, and the engine waits for the main process.
+        """
+        path, partial = ctx.step_dir / CAPTIONS_FILE, ctx.step_dir / PARTIAL_FILE
+        if not ctx.is_main_process:
+            ctx.add_artifact(CAPTIONS_ARTIFACT, path)
+            return
         self.device = ctx.device
         samples = ctx.samples(self.config.split)[: self.config.max_images]
         if not samples:
@@ -150,7 +159,6 @@ class CaptionProvider(ABC):
                 f"step {ctx.step_id}: split {self.config.split!r} has no samples to caption; "
                 "set `split:` to one the dataset has (train, val, test)"
             )
-        path, partial = ctx.step_dir / CAPTIONS_FILE, ctx.step_dir / PARTIAL_FILE
         wanted = {sample.id for sample in samples}
         if ctx.resume:
             done = {key: rec for key, rec in read_records(path, partial).items() if key in wanted}

@@ -121,3 +121,23 @@ def test_an_empty_split_is_a_clear_error(registered, tmp_path):
 
     with pytest.raises(DefectkitError, match="split 'val' has no samples"):
         run_recipe_dict(recipe("keywords", {"split": "val"}), tmp_path / "run")
+
+
+def test_only_the_main_process_captions(tmp_path):
+    class OtherProcess:
+        """The parts of a StepContext a non-main process's caption step touches."""
+
+        is_main_process = False
+        step_dir = tmp_path
+        artifacts: dict = {}
+
+        def add_artifact(self, name, path):
+            self.artifacts[name] = path
+
+        def samples(self, split):
+            raise AssertionError("a non-main process must not caption")
+
+    ctx = OtherProcess()
+    KeywordCaptioner(KeywordsConfig()).caption(ctx)
+    assert ctx.artifacts == {"captions": tmp_path / "captions.jsonl"}
+    assert list(tmp_path.iterdir()) == []
