@@ -46,6 +46,10 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
+def jsonl_line(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
 def read_records(*paths: Path) -> dict[str, dict[str, Any]]:
     """Caption records by sample id from ``paths`` (later files win); unreadable lines are dropped.
 
@@ -160,11 +164,9 @@ class CaptionProvider(ABC):
                 "set `split:` to one the dataset has (train, val, test)"
             )
         wanted = {sample.id for sample in samples}
-        if ctx.resume:
-            done = {key: rec for key, rec in read_records(path, partial).items() if key in wanted}
-        else:
-            done = {}
-            partial.unlink(missing_ok=True)
+        done = {key: rec for key, rec in read_records(path, partial).items() if key in wanted} if ctx.resume else {}
+        # restart the partial file from complete lines only: a line cut short would swallow the next one appended
+        write_text(partial, "".join(map(jsonl_line, done.values())))
         todo = [sample for sample in samples if sample.id not in done]
         reused, skipped = len(done), 0
         started = time.perf_counter()
@@ -177,11 +179,11 @@ class CaptionProvider(ABC):
                         skipped += 1
                         continue
                     done[sample.id] = self.record(raw, sample)
-                    handle.write(json.dumps(done[sample.id], ensure_ascii=False) + "\n")
+                    handle.write(jsonl_line(done[sample.id]))
                 handle.flush()
         seconds = time.perf_counter() - started
         records = [done[sample.id] for sample in samples if sample.id in done]
-        write_text(path, "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records))
+        write_text(path, "".join(map(jsonl_line, records)))
         partial.unlink()
         ctx.add_artifact(CAPTIONS_ARTIFACT, path)
         for rec in records[:3]:

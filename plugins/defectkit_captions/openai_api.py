@@ -100,6 +100,8 @@ class OpenAICaptioner(CaptionProvider):
     def __init__(self, config: OpenAICaptionConfig) -> None:
         super().__init__(config)
         self._lock = threading.Lock()
+        # set when a request fails for good (a refused key) or on Ctrl-C: queued images send nothing more
+        self._stop = threading.Event()
 
     @property
     def model_id(self) -> str:
@@ -228,5 +230,25 @@ class OpenAICaptioner(CaptionProvider):
     def caption_images(self, images: Sequence[Image.Image], samples: Sequence[Sample]) -> list[str | None]:
         """Captions for ``images``, ``concurrency`` requests at a time; ``None`` for skipped images."""
         _ = self._api_key  # a missing key is one clear error, raised before any thread starts
+        self._stop.clear()
         with ThreadPoolExecutor(max_workers=max(1, min(self.config.concurrency, len(images)))) as pool:
-            return list(pool.map(self.caption_one, images, samples))
+            pairs = zip(images, samples, strict=True)
+            futures = [pool.submit(self._caption_unless_stopped, image, sample) for image, sample in pairs]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:
+                self._stop.set()
+                raise
+
+    def _caption_unless_stopped(self, image: Image.Image, sample: Sample) -> str | None:
+        """:meth:`caption_one` in a worker thread, skipped once another request failed for good.
+
+        A stopped image's ``None`` is never seen: the failure it follows is raised first.
+        """
+        if self._stop.is_set():
+            return None
+        try:
+            return self.caption_one(image, sample)
+        except BaseException:
+            self._stop.set()
+            raise

@@ -180,3 +180,20 @@ def test_the_key_is_never_written_or_logged(registered, server, key, tmp_path, c
         assert key.encode() not in path.read_bytes(), path
     output = capsys.readouterr()
     assert key not in caplog.text and key not in output.out and key not in output.err
+
+
+def test_a_failed_step_resumes_without_asking_twice(registered, server, key, tmp_path):
+    from defectkit.plugins import get_registry
+    from defectkit.recipe import validate_recipe
+    from defectkit.run import run_recipe
+
+    server.script = ["ok"] * 4 + ["401"]  # the second wave (4 x concurrency images) fails
+    config = recipe("openai", options(server, tmp_path, concurrency=1, cache=False))
+    with pytest.raises(DefectkitError, match="401"):
+        run_recipe_dict(config, tmp_path / "run")
+    assert len(server.requests) == 5 and not (tmp_path / "run" / "01_caption" / "manifest.json").exists()
+
+    run_recipe(validate_recipe(config, get_registry(), source="<test recipe>"), out=tmp_path / "run", resume=True)
+    assert len(server.requests) == 5 + 2  # only the images of the failed wave
+    assert [line["id"] for line in lines(tmp_path / "run")] == [s.id for s in samples(2)]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["caption"]["reused"] == 4
