@@ -2,7 +2,7 @@
 
 from defectkit import Component, hookimpl
 
-_TRANSFORMERS = ("torch>=2.2", "transformers>=5.0")
+_TRANSFORMERS = ("torch>=2.2", "transformers>=5.23")
 
 
 @hookimpl
@@ -21,7 +21,7 @@ def defectkit_caption_providers() -> list[Component]:
             factory="defectkit_captions.clip_rerank:ClipRerankCaptioner",
             config="defectkit_captions.config:ClipRerankConfig",
             summary="candidate keywords ranked per image by open_clip models (ViT-L-14-336 ...; an ensemble averages)",
-            requires=("torch>=2.2", "open-clip-torch>=3.0"),
+            requires=("torch>=2.2", "open-clip-torch>=3.3"),
         ),
         Component(
             kind="caption_provider",
@@ -45,6 +45,6 @@ def defectkit_caption_providers() -> list[Component]:
             factory="defectkit_captions.openai_api:OpenAICaptioner",
             config="defectkit_captions.config:OpenAICaptionConfig",
             summary="any OpenAI-compatible vision API (GPT-4o, vLLM, Ollama): retries, concurrency, answer cache",
-            requires=("openai>=1.0",),
+            requires=("openai>=3.54",),
         ),
     ]
