@@ -1,0 +1,50 @@
+"""Hook implementations of the captions plugin. Light: imported by ``defectkit plugins`` and ``--help``."""
+
+from defectkit import Component, hookimpl
+
+_TRANSFORMERS = ("torch>=2.2", "transformers>=5.23")
+
+
+@hookimpl
+def defectkit_caption_providers() -> list[Component]:
+    return [
+        Component(
+            kind="caption_provider",
+            name="keywords",
+            factory="defectkit_captions.keywords:KeywordCaptioner",
+            config="defectkit_captions.config:KeywordsConfig",
+            summary="the most frequent paper and per-class keywords (no model, deterministic)",
+        ),
+        Component(
+            kind="caption_provider",
+            name="clip_rerank",
+            factory="defectkit_captions.clip_rerank:ClipRerankCaptioner",
+            config="defectkit_captions.config:ClipRerankConfig",
+            summary="candidate keywords ranked per image by open_clip models (ViT-L-14-336 ...; an ensemble averages)",
+            requires=("torch>=2.2", "open-clip-torch>=3.3"),
+        ),
+        Component(
+            kind="caption_provider",
+            name="blip2",
+            factory="defectkit_captions.blip2:Blip2Captioner",
+            config="defectkit_captions.config:Blip2CaptionConfig",
+            summary="BLIP-2 image captions (transformers; Salesforce/blip2-opt-2.7b)",
+            requires=_TRANSFORMERS,
+        ),
+        Component(
+            kind="caption_provider",
+            name="llava",
+            factory="defectkit_captions.llava:LlavaCaptioner",
+            config="defectkit_captions.config:LlavaCaptionConfig",
+            summary="LLaVA descriptions following an instruction per defect class (transformers; llava-1.5-7b-hf)",
+            requires=_TRANSFORMERS,
+        ),
+        Component(
+            kind="caption_provider",
+            name="openai",
+            factory="defectkit_captions.openai_api:OpenAICaptioner",
+            config="defectkit_captions.config:OpenAICaptionConfig",
+            summary="any OpenAI-compatible vision API (GPT-4o, vLLM, Ollama): retries, concurrency, answer cache",
+            requires=("openai>=3.54",),
+        ),
+    ]
