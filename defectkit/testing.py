@@ -68,8 +68,26 @@ def check_component(component: Component, options: dict[str, Any] | None = None)
 
     - its config model (if any) builds from ``options`` (default: no options,
       so every option needs a default or the component must say so in its docs);
-    - its factory import string resolves to a callable.
+    - its factory import string resolves to a callable;
+    - each of its ``requires`` is a valid requirement string, satisfied by the
+      installed version where that package is installed.
     """
+    from importlib import metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for requirement in component.requires:
+        try:
+            parsed = Requirement(requirement)
+        except InvalidRequirement as exc:
+            raise AssertionError(f"{component.qualified_name}: requires {requirement!r} is not a requirement ({exc})") from None
+        try:
+            installed = metadata.version(parsed.name)
+        except metadata.PackageNotFoundError:
+            continue  # an optional dependency the user installs when they need this component
+        assert parsed.specifier.contains(installed, prereleases=True), (
+            f"{component.qualified_name}: requires {requirement}, but {parsed.name} {installed} is installed"
+        )
     config = component.build_config(options)
     factory = component.load_factory()
     assert callable(factory), f"{component.qualified_name}: factory {component.factory} is not callable"

@@ -46,6 +46,14 @@ def test_check_component_builds_defaults_and_rejects_bad_options():
         check_component(Component(kind="trainer", name="x", factory="no_such_module_abc:X"))
 
 
+def test_check_component_checks_requirements():
+    check_component(Component(kind="metric", name="x", factory="builtins:repr", requires=("pydantic>=2", "not-installed-pkg>=1")))
+    with pytest.raises(AssertionError, match="requires pydantic<1, but pydantic"):
+        check_component(Component(kind="metric", name="x", factory="builtins:repr", requires=("pydantic<1",)))
+    with pytest.raises(AssertionError, match="is not a requirement"):
+        check_component(Component(kind="metric", name="x", factory="builtins:repr", requires=("pydantic >= = 2",)))
+
+
 def test_check_plugin_light_catches_a_heavy_hooks_module(tmp_path, monkeypatch):
     (tmp_path / "heavy_hooks_mod.py").write_text("import torch\nfrom defectkit import hookimpl\n")
     (tmp_path / "light_hooks_mod.py").write_text("from defectkit import hookimpl\n")
