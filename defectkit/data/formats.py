@@ -62,11 +62,12 @@ def _image_ok(image: Path, problems: Problems) -> bool:
 
 def _read_mvtec_category(root: Path, category: str, mask_suffix: str, problems: Problems, defect_folder: str = "") -> dict:
     base = root / category
-    train_dir = require_dir(base / "train" / "good", "training folder", "an MVTec category has train/good/")
     test_dir = require_dir(base / "test", "test folder", "an MVTec category has test/<defect type>/")
     splits: dict[str, list[Sample]] = {"train": [], "test": []}
-    train_images = list_images(train_dir)
-    if not train_images:
+    # a category shared for evaluation only may lack train/; any trainer then stops on "no training images"
+    train_dir = base / "train" / "good"
+    train_images = list_images(train_dir) if train_dir.is_dir() else []
+    if train_dir.is_dir() and not train_images:
         problems.add("empty classes", f"{train_dir}: no images in the training folder")
     for path in train_images:
         if _image_ok(path, problems):

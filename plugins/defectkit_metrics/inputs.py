@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from defectkit.data.sample import NORMAL, Sample
+from defectkit.data.sample import Sample
 from defectkit.errors import DataError, DefectkitError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -133,33 +133,16 @@ def load_masks(samples: Sequence[Sample]) -> list[np.ndarray]:
 
 
 def mvtec_test_samples(category_root: Path) -> list[Sample]:
-    """The test samples of one MVTec-layout category: ``test/<type>/*`` and ``ground_truth/<type>/<stem>_mask.png``."""
+    """The test samples of one MVTec-layout category (``test/<type>/*``, ``ground_truth/<type>/<stem>_mask.png``)."""
+    from defectkit.data.configs import MVTecConfig
+    from defectkit.data.formats import open_mvtec
+
     root = Path(category_root)
-    test_dir = root / "test"
-    if not test_dir.is_dir():
+    if not (root / "test").is_dir():
         raise DataError(f"{root}: not an MVTec-layout category (no test/ folder)")
-    samples = []
-    for type_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
-        for image in sorted(p for p in type_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-            defect_type = type_dir.name
-            mask_path = None
-            if defect_type != NORMAL:
-                mask_path = root / "ground_truth" / defect_type / f"{image.stem}_mask.png"
-                if not mask_path.is_file():
-                    raise DataError(f"{mask_path}: missing ground-truth mask for {image}")
-            samples.append(
-                Sample(
-                    id=str(image.relative_to(root)),
-                    split="test",
-                    label=int(defect_type != NORMAL),
-                    defect_type=defect_type,
-                    object_class=root.name,
-                    image_path=image,
-                    mask_path=mask_path,
-                )
-            )
+    samples = open_mvtec(MVTecConfig(root=str(root.parent), category=root.name)).samples("test")
     if not samples:
-        raise DataError(f"{test_dir}: no test images")
+        raise DataError(f"{root / 'test'}: no test images")
     return samples
 
 
