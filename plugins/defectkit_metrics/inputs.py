@@ -19,7 +19,6 @@ import numpy as np
 from defectkit.data.sample import Sample
 from defectkit.errors import DataError, DefectkitError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 class MissingInputError(DefectkitError):
