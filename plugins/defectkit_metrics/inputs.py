@@ -20,7 +20,6 @@ from defectkit.data.sample import Sample
 from defectkit.errors import DataError, DefectkitError
 
 
-
 class MissingInputError(DefectkitError):
     """A metric's input (artifact, file, column) is absent or malformed."""
 
