@@ -208,7 +208,8 @@ class Run:
     ) -> None:
         self.validated = validated
         self.recipe = validated.recipe
-        self.run_dir = Path(run_dir)
+        # absolute, so that paths steps build from step_dir stay valid whatever they are joined with
+        self.run_dir = Path(run_dir).absolute()
         self.resume = resume
         self.console = console
         self.command = command

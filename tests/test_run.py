@@ -133,3 +133,13 @@ def test_inputs_pick_a_specific_producer(tmp_path):
     data["steps"][2]["detect"]["inputs"] = {"checkpoint": "train"}
     run_dir = run_recipe_dict(data, tmp_path / "run")
     assert json.loads((run_dir / "metrics.json").read_text())["detect"]["checkpoint_steps"] == 3
+
+
+def test_a_relative_run_directory_works_like_an_absolute_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    validated = validate_recipe(recipe(), get_registry())
+    run_dir = run_recipe(validated)  # the default: runs/NAME-TIME, relative to the working directory
+    assert run_dir.is_absolute() and run_dir.parent == tmp_path / "runs"
+    manifest = json.loads((run_dir / "01_train" / "manifest.json").read_text())
+    assert manifest["artifacts"] == {"checkpoint": "01_train/state.json"}
+    assert json.loads((run_dir / "metrics.json").read_text())["evaluate"] == {"accuracy": 1.0}
