@@ -117,8 +117,8 @@ def run(
     if dry_run:
         click.echo(f"{validated.path}: valid; would run {len(validated.steps)} steps:")
         for step in validated.steps:
-            used = ", ".join(f"{c.name} ({c.plugin})" for c in step.components) or "built in"
-            click.echo(f"  {step.dirname}: {step.kind} with {used}")
+            used = ", ".join(f"{c.name} ({c.plugin})" for c in step.components)
+            click.echo(f"  {step.dirname}: {step.kind} with {used}" if used else f"  {step.dirname}: {step.kind} (built in)")
         return
     from rich.console import Console
 
