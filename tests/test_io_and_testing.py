@@ -61,3 +61,16 @@ def test_check_plugin_light_catches_a_heavy_hooks_module(tmp_path, monkeypatch):
     check_plugin_light("light_hooks_mod")
     with pytest.raises(AssertionError, match="pulls in torch"):
         check_plugin_light("heavy_hooks_mod")
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = dkio.write_text(tmp_path / "a.txt", "x")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, "not the owner-only mode mkstemp creates"
+    with dkio.atomic_dir(tmp_path / "ckpt") as tmp:
+        (tmp / "w").write_text("1")
+    assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o777 & ~umask

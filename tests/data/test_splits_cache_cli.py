@@ -75,3 +75,12 @@ def test_data_check_lists_every_problem_and_exits_1(tmp_path):
     assert "2 problem(s)" in result.stdout and "000_mask.png" in result.stdout and "empty_class" in result.stdout
     missing = run_cli("data", "check", str(tmp_path / "nothing"), "--format", "mvtec")
     assert missing.returncode == 2 and "data.root does not exist" in missing.stderr
+
+
+def test_generation_protocol_keeps_generator_images_out_of_test():
+    data, spec = dataset(), SplitSpec(protocol="generation")
+    gen_train = {s.id for s in apply_split(data, "gen_train", spec, 0)}
+    test = {s.id for s in apply_split(data, "test", spec, 0)}
+    assert gen_train and not gen_train & test
+    assert len(test) == len(data.samples("test")) - len(gen_train)
+    assert len(apply_split(data, "test", SplitSpec(), 0)) == len(data.samples("test")), "standard protocol: all"
