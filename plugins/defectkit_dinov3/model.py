@@ -26,6 +26,8 @@ class MultiTaskOutput(NamedTuple):
 class SegmentationDecoder(nn.Module):
     """A light decoder: project the patch grid, two conv blocks each upsampling x2, a 1-channel logit map."""
 
+    upsampling = 4
+
     def __init__(self, in_channels: int, channels: int) -> None:
         super().__init__()
         self.project = nn.Sequential(nn.Conv2d(in_channels, channels, 1), nn.GroupNorm(8, channels), nn.GELU())
@@ -68,7 +70,8 @@ class MultiTaskDefectModel(nn.Module):
         cls_token, grid = self.backbone((images - self.mean) / self.std)
         batch, width, height, breadth = grid.shape
         mask_logits = self.decoder(grid)
-        grid_logits = F.adaptive_avg_pool2d(mask_logits, (height, breadth)).flatten(1)
+        # the decoder upsamples x4: a fixed pooling kernel brings it back onto the patch grid (and exports to ONNX)
+        grid_logits = F.avg_pool2d(mask_logits, SegmentationDecoder.upsampling).flatten(1)
         attention = grid_logits.softmax(dim=1)
         tokens = grid.flatten(2)  # [B, D, N]
         pooled = torch.einsum("bdn,bn->bd", tokens, attention)

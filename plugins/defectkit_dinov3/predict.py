@@ -133,16 +133,16 @@ class ResultWriter:
         for row in self.rows:
             probabilities = [f"{row.probabilities[c]:.6f}" for c in self.classes]
             mask_file = self.files[row.name][0]
-            writer.writerow([row.name, row.label, row.prediction, f"{row.defect_probability:.6f}", *probabilities, mask_file])
+            writer.writerow(
+                [row.name, row.label, row.prediction, f"{row.defect_probability:.6f}", *probabilities, mask_file]
+            )
         write_bytes(self.out / "predictions.csv", buffer.getvalue().encode("utf-8"))
         labelled = [r for r in self.rows if r.label]
         summary = {
             "images": len(self.rows),
             "classes": self.classes,
             "predicted_counts": dict(Counter(r.prediction for r in self.rows)),
-            "accuracy": (
-                sum(r.label == r.prediction for r in labelled) / len(labelled) if labelled else None
-            ),
+            "accuracy": (sum(r.label == r.prediction for r in labelled) / len(labelled) if labelled else None),
             "results": [
                 {
                     "id": r.name,
@@ -206,7 +206,9 @@ class MultiTaskDetector:
         summary = writer.finish()
         for entry in summary["results"][: config.figures]:
             if entry["visualization"]:
-                ctx.add_figure(out / entry["visualization"], f"dinov3_multitask: {entry['id']} -> {entry['prediction']}")
+                ctx.add_figure(
+                    out / entry["visualization"], f"dinov3_multitask: {entry['id']} -> {entry['prediction']}"
+                )
         metrics = {"test_images": summary["images"]}
         if summary["accuracy"] is not None:
             metrics["accuracy"] = round(summary["accuracy"], 4)
