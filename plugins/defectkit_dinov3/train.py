@@ -135,10 +135,10 @@ class MultiTaskTrainer:
             while epoch < stage_end:
                 last = self._epoch(model, loader, optimizer, scheduler, weighting, weights, epoch, autocast, device)
                 for name, value in last.items():
-                    ctx.log_scalar(f"train/{name}", value, epoch)
+                    ctx.log_scalar(name, value, epoch)  # the engine prefixes the step name
                 if validation:
                     last["val_accuracy"] = accuracy(model, validation, classes, config, device)
-                    ctx.log_scalar("val/accuracy", last["val_accuracy"], epoch)
+                    ctx.log_scalar("val_accuracy", last["val_accuracy"], epoch)
                 epoch += 1
                 training = {
                     "epoch": epoch,
