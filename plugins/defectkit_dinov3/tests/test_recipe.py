@@ -124,3 +124,12 @@ def test_an_unknown_backbone_option_names_the_key(registered, tmp_path):
     options = tiny_train_options(backbone={"use": "dinov3", "with": {"confg": {}}})
     with pytest.raises(DefectkitError, match="backbone.with.confg"):
         run_recipe_dict(recipe([{"train": {"use": "dinov3_multitask", "with": options}}]), tmp_path / "run")
+
+
+def test_focal_loss_uncertainty_weights_and_a_weighted_sampler_train(registered, tmp_path):
+    options = tiny_train_options(classification_loss="focal", weighting="uncertainty", balance="sampler")
+    run_dir = run_recipe_dict(recipe([{"train": {"use": "dinov3_multitask", "with": options}}]), tmp_path / "run")
+    state = torch.load(run_dir / "01_train" / "checkpoint" / "training.pt", weights_only=True)
+    log_vars = state["weighting"]["log_vars"]
+    assert log_vars.shape == (2,) and bool((log_vars != 0).all())  # the task weights were learnt
+    assert np.isfinite(json.loads((run_dir / "metrics.json").read_text())["train"]["loss"])
