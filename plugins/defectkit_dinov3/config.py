@@ -133,6 +133,12 @@ class MultiTaskTrainConfig(_Options):
         description="class imbalance: inverse-frequency loss weights, a weighted sampler, or none",
     )
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="training augmentations")
+    pseudo_masks: Literal["none", "cam"] = Field(
+        "none",
+        description="cam: from the second stage on, defective training images without a mask train the decoder "
+        "on the class activation map of their class, thresholded (weak supervision)",
+    )
+    cam_threshold: float = Field(0.5, gt=0, lt=1, description="CAM value (normalised to [0, 1]) that counts as defect")
     cache_images: bool = Field(True, description="keep decoded, resized training images in memory")
     mixed_precision: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     onnx: bool = Field(False, description="also export model.onnx next to the checkpoint (needs onnx)")

@@ -50,11 +50,14 @@ class DefectDataset(Dataset):
         self.size = size
         self.augment = augment
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor | None]] | None = {} if cache else None
+        #: CAM pseudo-masks by sample index, for samples without a mask of their own
+        self.pseudo_masks: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _load(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def load(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sample ``i`` un-augmented: ``uint8 [3, S, S]`` and its own mask ``bool [1, S, S]`` or ``None``."""
         if self._cache is not None and i in self._cache:
             return self._cache[i]
         loaded = load_image(self.samples[i], self.size), load_mask(self.samples[i], self.size)
@@ -62,10 +65,16 @@ class DefectDataset(Dataset):
             self._cache[i] = loaded
         return loaded
 
+    def without_mask(self) -> list[int]:
+        """Indices of defective samples that have no mask of their own (candidates for pseudo-masks)."""
+        return [i for i, s in enumerate(self.samples) if s.label == 1 and self.load(i)[1] is None]
+
     def __getitem__(self, i: int):
         sample = self.samples[i]
-        image_u8, mask_b = self._load(i)
+        image_u8, mask_b = self.load(i)
         image = image_u8.float() / 255.0
+        if mask_b is None:
+            mask_b = self.pseudo_masks.get(i)
         has_mask = mask_b is not None
         mask = mask_b.float() if has_mask else torch.zeros(1, self.size, self.size)
         if self.augment is not None:

@@ -84,6 +84,24 @@ class MultiTaskDefectModel(nn.Module):
             attention.view(batch, height, breadth),
         )
 
+    @torch.no_grad()
+    def class_activation_map(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """CAM (Zhou et al. 2016) of ``classes [B]``: ``[B, H, W]`` in [0, 1] at the input resolution.
+
+        The class's head weights for the mean and the attention-pooled token (times the LayerNorm gain)
+        are linear in each patch token, so their dot product with a token is that patch's evidence for
+        the class; the LayerNorm's per-image centring and scaling vanish in the min-max normalisation.
+        """
+        _, grid = self.backbone((images - self.mean) / self.std)
+        width = grid.shape[1]
+        weights = self.classifier.weight[classes] * self.norm.weight  # [B, 3D]
+        per_patch = weights[:, width : 2 * width] + weights[:, 2 * width :]
+        cam = torch.einsum("bdhw,bd->bhw", grid, per_patch)
+        low = cam.flatten(1).min(1).values.view(-1, 1, 1)
+        high = cam.flatten(1).max(1).values.view(-1, 1, 1)
+        cam = (cam - low) / (high - low).clamp(min=1e-8)
+        return F.interpolate(cam[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+
     def set_backbone_trainable(self, trainable: bool) -> None:
         """Freeze (stage 1) or unfreeze (fine-tuning) the backbone."""
         for parameter in self.backbone.parameters():

@@ -113,11 +113,16 @@ class MultiTaskTrainer:
         epoch = 0
         done = state["epoch"] if state is not None else 0
         last: dict[str, float] = {}
+        metrics_extra: dict[str, int] = {}
         for stage_index, stage in enumerate(config.stages):
             stage_end = epoch + stage.epochs
             if done >= stage_end:
                 epoch = stage_end
                 continue
+            if config.pseudo_masks == "cam" and stage_index > 0:
+                pseudo = cam_pseudo_masks(model, dataset, config, device)
+                ctx.logger.info("dinov3_multitask: CAM pseudo-masks for %d images without masks", pseudo)
+                metrics_extra["pseudo_masks"] = pseudo
             model.set_backbone_trainable(not stage.freeze_backbone)
             optimizer, scheduler = self._optimizer(model, weighting, stage, len(loader))
             if state is not None and state.get("stage") == stage_index and done > epoch:
@@ -160,6 +165,7 @@ class MultiTaskTrainer:
             "seconds": round(time.perf_counter() - started, 1),
         }
         metrics.update({k: round(v, 4) for k, v in last.items() if k in ("accuracy", "loss", "val_accuracy")})
+        metrics.update(metrics_extra)
         if config.onnx:
             from defectkit_dinov3.export import export_onnx
 
@@ -212,6 +218,24 @@ class MultiTaskTrainer:
         cls_weight, seg_weight = weighting.weights(epoch)
         figures.update(accuracy=correct / seen, classification_weight=cls_weight, segmentation_weight=seg_weight)
         return figures
+
+
+@torch.no_grad()
+def cam_pseudo_masks(model: MultiTaskDefectModel, dataset: DefectDataset, config, device) -> int:
+    """Give every defective training image without a mask the thresholded CAM of its class; returns how many.
+
+    Computed on the un-augmented image, so the pseudo-mask is augmented together with the image afterwards.
+    """
+    model.eval()
+    indices = dataset.without_mask()
+    for start in range(0, len(indices), config.batch_size):
+        chunk = indices[start : start + config.batch_size]
+        images = torch.stack([dataset.load(i)[0] for i in chunk]).float().div(255.0).to(device)
+        classes = torch.tensor([dataset.index[dataset.samples[i].defect_type] for i in chunk], device=device)
+        cams = model.class_activation_map(images, classes).cpu()
+        for i, cam in zip(chunk, cams, strict=True):
+            dataset.pseudo_masks[i] = (cam > config.cam_threshold)[None]
+    return len(indices)
 
 
 @torch.no_grad()

@@ -165,3 +165,29 @@ def test_onnx_export_matches_torch(tmp_path):
     got = session.run(OUTPUT_NAMES, {"images": images.numpy()})
     for name, want, have in zip(OUTPUT_NAMES, expected, got, strict=True):
         np.testing.assert_allclose(have, want.numpy(), atol=1e-4, rtol=0, err_msg=name)
+
+
+class _FixedGrid(torch.nn.Module):
+    """A stand-in backbone whose patch grid is given: one patch carries the feature the class head looks for."""
+
+    hidden_size = 8
+
+    def __init__(self, grid: torch.Tensor) -> None:
+        super().__init__()
+        self.grid = grid
+
+    def forward(self, pixels):
+        return torch.zeros(pixels.shape[0], self.hidden_size), self.grid.expand(pixels.shape[0], -1, -1, -1)
+
+
+def test_class_activation_map_peaks_where_the_class_evidence_is():
+    grid = torch.zeros(1, 8, 4, 4)
+    grid[0, 3, 2, 1] = 5.0  # feature 3 at patch (row 2, column 1)
+    model = MultiTaskDefectModel(_FixedGrid(grid), num_classes=2, decoder_channels=8)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.weight[1, 2 * 8 + 3] = 1.0  # class 1 reads feature 3 of the mean patch token
+    cam = model.class_activation_map(torch.rand(1, 3, 64, 64), torch.tensor([1]))
+    assert cam.shape == (1, 64, 64) and float(cam.min()) == 0.0 and float(cam.max()) <= 1.0
+    row, column = divmod(int(cam[0].argmax()), 64)
+    assert (row // 16, column // 16) == (2, 1)

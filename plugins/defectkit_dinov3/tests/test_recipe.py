@@ -133,3 +133,29 @@ def test_focal_loss_uncertainty_weights_and_a_weighted_sampler_train(registered,
     log_vars = state["weighting"]["log_vars"]
     assert log_vars.shape == (2,) and bool((log_vars != 0).all())  # the task weights were learnt
     assert np.isfinite(json.loads((run_dir / "metrics.json").read_text())["train"]["loss"])
+
+
+def test_cam_pseudo_masks_train_the_decoder_on_images_without_masks(registered, tmp_path):
+    from defectkit.data.configs import SyntheticConfig
+    from defectkit.data.synthetic import synthetic_splits
+
+    # the seed's folder layout with labels but no masks folder: only CAM pseudo-masks can train the decoder
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    lines = []
+    for sample in synthetic_splits(SyntheticConfig(kind="neu", size=32, n_train=2, n_test=1))["train"]:
+        name = f"{sample.defect_type}_{len(lines)}.png"
+        sample.load_image().save(root / "images" / name)
+        lines.append(f"{name},{sample.defect_type}")
+    (root / "train_labels.txt").write_text("\n".join(lines) + "\n")
+    steps = [{"train": {"use": "dinov3_multitask", "with": tiny_train_options(pseudo_masks="cam")}}]
+    data = {"format": "folder", "root": str(root), "with": {"val_labels": None}}
+    run_dir = run_recipe_dict({**recipe(steps), "data": data}, tmp_path / "run")
+
+    assert json.loads((run_dir / "metrics.json").read_text())["train"]["pseudo_masks"] == 12
+    segmentation = [
+        json.loads(line)["value"]
+        for line in (run_dir / "scalars.jsonl").read_text().splitlines()
+        if json.loads(line)["tag"] == "train/segmentation_loss"
+    ]
+    assert segmentation[0] == 0.0 and segmentation[1] > 0.0  # no masks in stage 1, pseudo-masks in stage 2
