@@ -53,6 +53,17 @@ def test_dinov2_from_pretrained_folder_exposes_the_patch_grid(tmp_path):
     assert cls_token.shape == (1, 32) and grid.shape == (1, 32, 4, 5)
 
 
+def test_timm_vit_by_name_exposes_the_patch_grid():
+    pytest.importorskip("timm")
+    from defectkit_dinov3.backbone import timm_backbone
+    from defectkit_dinov3.config import TimmBackboneConfig
+
+    backbone = timm_backbone(TimmBackboneConfig(model="vit_tiny_patch16_224", pretrained=False))
+    assert (backbone.patch_size, backbone.num_prefix_tokens, backbone.hidden_size) == (16, 1, 192)
+    cls_token, grid = backbone(torch.rand(1, 3, 32, 48))  # dynamic_img_size: another size than 224
+    assert cls_token.shape == (1, 192) and grid.shape == (1, 192, 2, 3)
+
+
 def test_a_dinov2_folder_given_to_the_dinov3_backend_is_refused(tmp_path):
     from transformers import Dinov2Config, Dinov2Model
 
