@@ -53,8 +53,11 @@ def model_meta(model: MultiTaskDefectModel, classes: list[str], image_size: int,
     }
 
 
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
-    """Rebuild the model from a checkpoint folder (architecture from ``model.json``, weights from safetensors)."""
+def load_checkpoint(path: Path, device: torch.device | str = "cpu", dropout: float = 0.0) -> LoadedModel:
+    """Rebuild the model from a checkpoint folder (architecture from ``model.json``, weights from safetensors).
+
+    ``dropout`` matters only to a resumed training run; inference runs in eval mode.
+    """
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -64,7 +67,9 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> LoadedMod
             f"{path}: not a dinov3_multitask checkpoint (needs {META} and {WEIGHTS}); point to the train step's "
             "checkpoint folder"
         )
-    model = MultiTaskDefectModel(build_from_spec(meta["backbone"]), len(meta["classes"]), meta["decoder_channels"])
+    model = MultiTaskDefectModel(
+        build_from_spec(meta["backbone"]), len(meta["classes"]), meta["decoder_channels"], dropout
+    )
     model.load_state_dict(load_file(str(path / WEIGHTS)))
     return LoadedModel(model.to(device).eval(), list(meta["classes"]), int(meta["image_size"]), meta)
 

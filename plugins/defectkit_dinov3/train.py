@@ -75,7 +75,7 @@ class MultiTaskTrainer:
 
         state = load_training_state(path) if ctx.resume else None
         if state is not None:
-            loaded = load_checkpoint(path, device)
+            loaded = load_checkpoint(path, device, config.dropout)
             model, classes = loaded.model, loaded.classes
             ctx.logger.info("dinov3_multitask: resuming after epoch %d from %s", state["epoch"], path)
         else:
