@@ -209,9 +209,9 @@ class MultiTaskTrainer:
             optimizer.step()
             scheduler.step()
             batch = images.shape[0]
-            totals["loss"] += float(loss) * batch
-            totals["classification_loss"] += float(cls_loss) * batch
-            totals["segmentation_loss"] += float(seg_loss) * batch
+            totals["loss"] += loss.item() * batch
+            totals["classification_loss"] += cls_loss.item() * batch
+            totals["segmentation_loss"] += seg_loss.item() * batch
             correct += int((class_logits.argmax(1) == targets).sum())
             seen += batch
         figures = {name: value / seen for name, value in totals.items()}
