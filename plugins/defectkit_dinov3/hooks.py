@@ -1,0 +1,77 @@
+"""Hook implementations of the dinov3 plugin. Light: imported by ``defectkit plugins`` and ``--help``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from defectkit import Component, hookimpl
+
+if TYPE_CHECKING:
+    import click
+
+_REQUIRES = ("torch>=2.2", "torchvision>=0.17", "transformers>=5.0", "safetensors>=0.4", "matplotlib>=3.8")
+
+
+@hookimpl
+def defectkit_model_backends() -> list[Component]:
+    return [
+        Component(
+            kind="model_backend",
+            name="dinov3",
+            factory="defectkit_dinov3.backbone:dinov3_backbone",
+            config="defectkit_dinov3.config:DINOv3BackboneConfig",
+            summary="DINOv3 ViT (patch 16, register tokens) through transformers; patch tokens for dense heads",
+            requires=_REQUIRES,
+        ),
+        Component(
+            kind="model_backend",
+            name="dinov2",
+            factory="defectkit_dinov3.backbone:dinov2_backbone",
+            config="defectkit_dinov3.config:DINOv2BackboneConfig",
+            summary="DINOv2 ViT (patch 14) through transformers; patch tokens for dense heads",
+            requires=_REQUIRES,
+        ),
+        Component(
+            kind="model_backend",
+            name="timm",
+            factory="defectkit_dinov3.backbone:timm_backbone",
+            config="defectkit_dinov3.config:TimmBackboneConfig",
+            summary="any timm ViT by name (vit_small_patch16_224.augreg_in21k ...); patch tokens for dense heads",
+            requires=(*_REQUIRES, "timm>=1.0"),
+        ),
+    ]
+
+
+@hookimpl
+def defectkit_trainers() -> list[Component]:
+    return [
+        Component(
+            kind="trainer",
+            name="dinov3_multitask",
+            factory="defectkit_dinov3.train:MultiTaskTrainer",
+            config="defectkit_dinov3.config:MultiTaskTrainConfig",
+            summary="ViT + segmentation decoder + mask-guided attention pooling; staged freeze -> fine-tune",
+            requires=_REQUIRES,
+        )
+    ]
+
+
+@hookimpl
+def defectkit_detectors() -> list[Component]:
+    return [
+        Component(
+            kind="detector",
+            name="dinov3_multitask",
+            factory="defectkit_dinov3.predict:MultiTaskDetector",
+            config="defectkit_dinov3.config:MultiTaskPredictConfig",
+            summary="classifies the test images and predicts defect masks: predictions CSV, masks, visualisations",
+            requires=_REQUIRES,
+        )
+    ]
+
+
+@hookimpl
+def defectkit_register_commands(cli: click.Group) -> None:
+    from defectkit_dinov3.cli import dinov3_group
+
+    cli.add_command(dinov3_group)
