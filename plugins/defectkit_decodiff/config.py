@@ -29,6 +29,13 @@ class DecoDiffModelConfig(BaseModel):
         description="vae: a frozen diffusers AutoencoderKL latent (the paper); pixel: the image itself (CPU-sized)",
     )
     vae_id: str = Field("stabilityai/sd-vae-ft-ema", description="AutoencoderKL hub id or local folder (latent: vae)")
+    pixel_patch: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="latent: pixel: p x p pixel blocks become channels (pixel unshuffle, lossless): a p-times "
+        "smaller grid for the UNet",
+    )
     latent_scale: float = Field(0.18215, gt=0.0, description="factor applied to the VAE latent mean (latent: vae)")
     image_size: int = Field(288, ge=16, le=2048, description="images are first resized to image_size x image_size")
     crop_size: int = Field(256, ge=16, le=2048, description="then centre-cropped to crop_size x crop_size")
@@ -50,7 +57,7 @@ class DecoDiffModelConfig(BaseModel):
     def _crop_fits(self) -> DecoDiffModelConfig:
         if self.crop_size > self.image_size:
             raise ValueError(f"crop_size {self.crop_size} is larger than image_size {self.image_size}")
-        factor = 8 if self.latent == "vae" else 1
+        factor = 8 if self.latent == "vae" else self.pixel_patch
         need = factor * 2 ** (len(self.channel_mult) - 1)
         if self.crop_size % need:
             raise ValueError(f"crop_size {self.crop_size} must be a multiple of {need} for this latent and UNet depth")
