@@ -119,6 +119,7 @@ class DecoDiffTrainer:
                 {
                     "train_images": len(good),
                     "classes": len(classes),
+                    "processes": accelerator.num_processes,
                     "steps": config.steps,
                     "final_loss": round(loss_value, 6),
                     "train_seconds": round(seconds, 1),

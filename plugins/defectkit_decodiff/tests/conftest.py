@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from defectkit_decodiff import hooks
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -9,3 +11,9 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def registered(register_plugin, defectkit_registry):
+    if "decodiff" not in defectkit_registry.plugins:  # a source checkout that was not pip-installed
+        register_plugin(hooks, "decodiff")

@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 from defectkit.errors import DefectkitError
 from defectkit.run import RunInterrupted
 from defectkit.testing import run_recipe_dict
-from defectkit_decodiff import hooks
 
 TINY_MODEL = {
     "latent": "pixel",
@@ -25,12 +24,6 @@ TINY_MODEL = {
     "attention_resolutions": [2],
 }
 TRAIN = {**TINY_MODEL, "steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 1}
-
-
-@pytest.fixture
-def registered(register_plugin, defectkit_registry):
-    if "decodiff" not in defectkit_registry.plugins:  # a source checkout that was not pip-installed
-        register_plugin(hooks, "decodiff")
 
 
 def recipe(steps: list, category="carpet", n_test=2) -> dict:
