@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -48,17 +49,15 @@ class AnomalyScorer:
             config.image_clip, config.image_sigma, config.latent_clip, config.latent_sigma, config.gate_sigma
         )
 
-    def classes_for(self, samples: Sequence[Sample], images: torch.Tensor) -> torch.Tensor:
-        """The class index of each image: fixed, the sample's own category, or the classifier's answer."""
+    def classes_for(self, categories: Sequence[str | None], images: torch.Tensor) -> torch.Tensor:
+        """The class index of each image: fixed, its own known category, or the classifier's answer."""
         classes = self.checkpoint.classes
         if self.config.category != "auto":
-            return torch.full((len(samples),), classes.index(self.config.category), device=self.device)
-        known = [(s.object_class or "default") in classes for s in samples]
-        if len(classes) == 1 or all(known):
-            return torch.tensor(
-                [classes.index(s.object_class or "default") if k else 0 for s, k in zip(samples, known, strict=True)],
-                device=self.device,
-            )
+            return torch.full((len(images),), classes.index(self.config.category), device=self.device)
+        if len(classes) == 1:
+            return torch.zeros(len(images), dtype=torch.long, device=self.device)
+        if all(c in classes for c in categories):
+            return torch.tensor([classes.index(c) for c in categories], device=self.device)
         return self.classify(images)
 
     @torch.no_grad()
@@ -151,7 +150,8 @@ class DecoDiffDetector:
         for chunk in batches:
             raw = load_images(chunk, size.image_size, size.crop_size)
             images = to_model_range(raw, scorer.device)
-            maps, scores = scorer.score(images, scorer.classes_for(chunk, images))
+            categories = [s.object_class or "default" for s in chunk]
+            maps, scores = scorer.score(images, scorer.classes_for(categories, images))
             yield chunk, raw, maps.cpu().numpy(), scores.cpu().tolist()
 
     def _detect(self, ctx, maps_dir: Path, scores_path: Path) -> None:
@@ -189,7 +189,15 @@ class DecoDiffDetector:
             ctx.add_figure(path, f"decodiff: {names[i]} (score {scores[i]:.3f})")
 
         threshold = self._threshold(scorer, ctx)
-        write_json(ctx.step_dir / THRESHOLD_FILE, {**threshold, "checkpoint": str(checkpoint_path)})
+        # what `defectkit detect RUN_DIR ...` needs to score new images as this step did
+        write_json(
+            ctx.step_dir / THRESHOLD_FILE,
+            {
+                **threshold,
+                "checkpoint": os.path.relpath(checkpoint_path, ctx.run_dir),
+                "detect_options": config.model_dump(),
+            },
+        )
         ctx.log_metrics(
             {
                 "test_images": len(test),

@@ -31,3 +31,10 @@ def defectkit_detectors() -> list[Component]:
             requires=_REQUIRES,
         )
     ]
+
+
+@hookimpl
+def defectkit_register_commands(cli) -> None:
+    from defectkit_decodiff.cli import detect_command  # click only: light
+
+    cli.add_command(detect_command)

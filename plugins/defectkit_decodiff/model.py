@@ -28,18 +28,16 @@ META_FILE = "meta.json"
 CLASSIFIER_SIZE = 64
 
 
-def load_images(samples: Sequence[Sample], image_size: int, crop_size: int) -> np.ndarray:
-    """RGB images resized to ``image_size`` then centre-cropped to ``crop_size``: ``uint8 [B, C, C, 3]``."""
+def prepare_image(image: Image.Image, image_size: int, crop_size: int) -> np.ndarray:
+    """RGB, resized to ``image_size`` then centre-cropped to ``crop_size``: ``uint8 [C, C, 3]``."""
     start = (image_size - crop_size) // 2
-    box = (start, start, start + crop_size, start + crop_size)
-    return np.stack(
-        [
-            np.asarray(
-                s.load_image().convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR).crop(box)
-            )
-            for s in samples
-        ]
-    )
+    resized = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return np.asarray(resized.crop((start, start, start + crop_size, start + crop_size)))
+
+
+def load_images(samples: Sequence[Sample], image_size: int, crop_size: int) -> np.ndarray:
+    """The samples' images through :func:`prepare_image`: ``uint8 [B, C, C, 3]``."""
+    return np.stack([prepare_image(s.load_image(), image_size, crop_size) for s in samples])
 
 
 def to_model_range(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
