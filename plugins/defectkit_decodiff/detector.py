@@ -32,7 +32,13 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
 class AnomalyScorer:
     """A loaded checkpoint that turns image batches into anomaly maps and scores."""
 
-    def __init__(self, checkpoint: Checkpoint, config: DecoDiffDetectConfig, device: torch.device) -> None:
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        config: DecoDiffDetectConfig,
+        device: torch.device,
+        codec: LatentCodec | None = None,
+    ) -> None:
         if config.fusion == "gated" and not checkpoint.config.dod_gate:
             raise DefectkitError(
                 "decodiff: fusion: gated needs a UNet trained with dod_gate: true; set it in the train step "
@@ -43,7 +49,7 @@ class AnomalyScorer:
                 f"decodiff: category {config.category!r} is not one the model was trained on: {checkpoint.classes}"
             )
         self.checkpoint, self.config, self.device = checkpoint, config, device
-        self.codec = LatentCodec(checkpoint.config, device)
+        self.codec = codec or LatentCodec(checkpoint.config, device)
         self.alphas_cumprod = checkpoint.alphas_cumprod
         self.settings = MapSettings(
             config.image_clip, config.image_sigma, config.latent_clip, config.latent_sigma, config.gate_sigma

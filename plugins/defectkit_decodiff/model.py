@@ -59,15 +59,18 @@ class LatentCodec:
     exact), and the UNet works on a grid ``pixel_patch`` times smaller, which is what makes CPU training fit.
     """
 
-    def __init__(self, config: DecoDiffModelConfig, device: torch.device) -> None:
+    def __init__(self, config: DecoDiffModelConfig, device: torch.device, vae: nn.Module | None = None) -> None:
+        """``vae``: an ``AutoencoderKL`` already built (benchmarks); by default ``config.vae_id`` is loaded."""
         self.kind, self.scale, self.device = config.latent, config.latent_scale, device
         self.patch = config.pixel_patch
         self.vae = None
         self.channels = 3 * self.patch**2
         if config.latent == "vae":
-            from diffusers import AutoencoderKL
+            if vae is None:
+                from diffusers import AutoencoderKL
 
-            self.vae = AutoencoderKL.from_pretrained(config.vae_id).to(device).eval().requires_grad_(False)
+                vae = AutoencoderKL.from_pretrained(config.vae_id)
+            self.vae = vae.to(device).eval().requires_grad_(False)
             self.channels = int(self.vae.config.latent_channels)
 
     @torch.no_grad()
