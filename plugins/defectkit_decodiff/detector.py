@@ -217,7 +217,9 @@ class DecoDiffDetector:
         """From the validation split; without one, from the good training images (in-sample, so optimistic)."""
         samples, source = ctx.samples("val"), "val"
         if not samples:
-            samples, source = [s for s in ctx.samples("train") if s.label == 0][:32], "train_good"
+            good = [s for s in ctx.samples("train") if s.label == 0]
+            # 32 spread over the list, so that every category of a multi-class run is represented
+            samples, source = good[:: max(1, len(good) // 32)][:32], "train_good"
         labels: list[int] = []
         scores: list[float] = []
         for chunk, _, _, chunk_scores in self._score_samples(scorer, samples, ctx, f"decodiff threshold ({source})"):

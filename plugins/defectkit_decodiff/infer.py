@@ -29,7 +29,7 @@ class Verdict:
 
     @property
     def anomalous(self) -> bool:
-        return self.score > self.threshold
+        return self.score >= self.threshold  # as precision_recall_curve counts the F1-adaptive threshold
 
 
 def find_detect_step(run_dir: Path) -> Path:

@@ -33,7 +33,7 @@ def test_detect_command_scores_new_images_against_the_run_threshold(registered, 
         ["hole", "000.png"],
     ]
     threshold = float(rows[0]["threshold"])
-    assert all(int(r["anomalous"]) == (float(r["score"]) > threshold) for r in rows)
+    assert all(int(r["anomalous"]) == (float(r["score"]) >= threshold) for r in rows)
     # two files named 000.png: their folder names keep the outputs apart
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["001.png", "good_000.png", "hole_000.png"]
     assert (out / "anomaly_maps" / "hole_000.npy").is_file()

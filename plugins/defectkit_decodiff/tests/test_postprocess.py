@@ -48,3 +48,12 @@ def test_gated_fusion_is_point_six_geometric_plus_point_four_gate():
     fused = fuse_gate(geometric, gate, MapSettings(gate_sigma=2.0))
     gate_map = np.stack([gaussian_filter(resize(g.mean(axis=0), (32, 32)), sigma=2) for g in gate.numpy()])
     np.testing.assert_allclose(fused.numpy(), 0.6 * geometric.numpy() + 0.4 * gate_map, atol=1e-6)
+
+
+def test_threshold_is_f1_adaptive_with_defects_else_a_normal_percentile():
+    from defectkit_decodiff.detector import choose_threshold
+
+    chosen = choose_threshold([0, 0, 0, 1, 1, 0], [0.1, 0.2, 0.3, 0.5, 0.6, 0.55], 99.0)
+    assert chosen["method"] == "f1_adaptive" and chosen["threshold"] == 0.5 and chosen["f1"] == pytest.approx(0.8)
+    chosen = choose_threshold([0] * 101, [i / 100 for i in range(101)], 95.0)
+    assert chosen == {"threshold": pytest.approx(0.95), "method": "percentile_95_of_normal"}
