@@ -51,6 +51,11 @@ class DecoDiffModelConfig(BaseModel):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout inside the residual blocks")
     dod_gate: bool = Field(False, description="DoD-gating: a sigmoid gate head multiplies the deviation output")
     skip_gate: bool = Field(False, description="skip-gating: each skip connection is scaled by (1 - sigmoid gate)")
+    conv_padding: Literal["zeros", "reflect"] = Field(
+        "zeros",
+        description="padding of the UNet's 3x3 convolutions; reflect avoids the deviations a briefly trained "
+        "model predicts along zero-padded borders",
+    )
     diffusion_steps: int = Field(10, ge=2, le=1000, description="timesteps of the cosine schedule")
 
     @model_validator(mode="after")

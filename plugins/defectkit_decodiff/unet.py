@@ -27,7 +27,7 @@ class UNetSettings:
     dropout: float = 0.0
     dod_gate: bool = False
     skip_gate: bool = False
-    extra: dict = field(default_factory=dict)
+    conv_padding: str = "zeros"
 
     @classmethod
     def from_config(cls, config: DecoDiffModelConfig, in_channels: int, num_classes: int) -> UNetSettings:
@@ -44,12 +44,17 @@ class UNetSettings:
             dropout=config.dropout,
             dod_gate=config.dod_gate,
             skip_gate=config.skip_gate,
+            conv_padding=config.conv_padding,
         )
 
 
 def _norm(channels: int) -> nn.GroupNorm:
     # 32 groups as in the paper's UNet, fewer for the narrow CPU-sized models
     return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+def _conv3(channels: int, out_channels: int, padding_mode: str, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(channels, out_channels, 3, stride=stride, padding=1, padding_mode=padding_mode)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -64,12 +69,12 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, with the (timestep + class) embedding added in between."""
 
-    def __init__(self, channels: int, out_channels: int, emb_dim: int, dropout: float) -> None:
+    def __init__(self, channels: int, out_channels: int, emb_dim: int, dropout: float, padding_mode: str) -> None:
         super().__init__()
-        self.in_layers = nn.Sequential(_norm(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(_norm(channels), nn.SiLU(), _conv3(channels, out_channels, padding_mode))
         self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_channels))
         self.out_layers = nn.Sequential(
-            _norm(out_channels), nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(out_channels, out_channels, 3, padding=1)
+            _norm(out_channels), nn.SiLU(), nn.Dropout(dropout), _conv3(out_channels, out_channels, padding_mode)
         )
         nn.init.zeros_(self.out_layers[-1].weight)  # each block starts as the identity
         nn.init.zeros_(self.out_layers[-1].bias)
@@ -166,11 +171,11 @@ class DeviationUNet(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_embed = nn.Embedding(s.num_classes, emb_dim)
         self.context_embed = nn.Embedding(s.num_classes, s.context_dim)
-        self.input_conv = nn.Conv2d(s.in_channels, mc, 3, padding=1)
+        self.input_conv = _conv3(s.in_channels, mc, s.conv_padding)
 
         def level(ch: int, out: int, ds: int) -> _Level:
             attn = AttentionBlock(out, s.num_heads, s.context_dim) if ds in s.attention_resolutions else None
-            return _Level(ResBlock(ch, out, emb_dim, s.dropout), attn)
+            return _Level(ResBlock(ch, out, emb_dim, s.dropout, s.conv_padding), attn)
 
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -183,10 +188,12 @@ class DeviationUNet(nn.Module):
                 skip_channels.append(ch)
             self.down.append(blocks)
             if i < len(s.channel_mult) - 1:
-                self.downsample.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+                self.downsample.append(_conv3(ch, ch, s.conv_padding, stride=2))
                 skip_channels.append(ch)
                 ds *= 2
-        self.middle = nn.ModuleList([level(ch, ch, ds), _Level(ResBlock(ch, ch, emb_dim, s.dropout), None)])
+        self.middle = nn.ModuleList(
+            [level(ch, ch, ds), _Level(ResBlock(ch, ch, emb_dim, s.dropout, s.conv_padding), None)]
+        )
         self.middle[0].attn = AttentionBlock(ch, s.num_heads, s.context_dim)
 
         self.up = nn.ModuleList()
@@ -202,13 +209,13 @@ class DeviationUNet(nn.Module):
                 ch = mult * mc
             self.up.append(blocks)
             if i > 0:
-                self.upsample.append(nn.Conv2d(ch, ch, 3, padding=1))
+                self.upsample.append(_conv3(ch, ch, s.conv_padding))
                 ds //= 2
-        self.out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, s.in_channels, 3, padding=1))
+        self.out = nn.Sequential(_norm(ch), nn.SiLU(), _conv3(ch, s.in_channels, s.conv_padding))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
         self.gate_head = (
-            nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, s.in_channels, 3, padding=1), nn.Sigmoid())
+            nn.Sequential(_norm(ch), nn.SiLU(), _conv3(ch, s.in_channels, s.conv_padding), nn.Sigmoid())
             if s.dod_gate
             else None
         )

@@ -76,3 +76,10 @@ def test_dod_gate_multiplies_the_deviation():
         model.gate_head[2].weight.zero_()
         model.gate_head[2].bias.fill_(-30.0)  # gate ~ 0: the deviation is suppressed
         assert model(x, t, y).abs().max() < 1e-9
+
+
+def test_reflect_padding_reaches_every_three_by_three_convolution():
+    model = tiny(conv_padding="reflect")
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs) > 10 and {c.padding_mode for c in convs} == {"reflect"}
+    assert model(torch.randn(1, 4, 8, 8), torch.tensor([1]), torch.tensor([0])).shape == (1, 4, 8, 8)
