@@ -2,7 +2,7 @@
 
 from defectkit import Component, hookimpl
 
-_REQUIRES = ("torch>=2.2", "diffusers>=0.27", "accelerate>=0.30", "safetensors>=0.4", "matplotlib>=3.8")
+_REQUIRES = ("torch>=2.15", "diffusers>=0.42", "accelerate>=1.10", "safetensors>=0.4", "matplotlib>=3.8")
 
 
 @hookimpl
