@@ -40,7 +40,13 @@ def scorer(model_size: str, size: int, device: torch.device, precision: str) -> 
     from diffusers import AutoencoderKL
 
     config = DecoDiffModelConfig(latent="vae", model_size=model_size, image_size=size, crop_size=size)
-    unet = build_unet(config, 4, 15).to(device).eval()
+    unet = build_unet(config, 4, 15)
+    # a fresh UNet predicts zero deviation (zero-initialised outputs): perturb it, as training would,
+    # so that the maps are not all zero and the two sides' scores can be compared
+    with torch.no_grad():
+        for parameter in unet.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    unet = unet.to(device).eval()
     checkpoint = Checkpoint(config, [f"class{i}" for i in range(15)], 4, 0, unet, None)
     codec = LatentCodec(config, device, vae=AutoencoderKL(**SD_VAE))
     ours = AnomalyScorer(checkpoint, DecoDiffDetectConfig(precision=precision), device, codec)
