@@ -147,14 +147,14 @@ class DecoDiffDetector:
         ctx.add_artifact("scores", scores_path)
 
     def _score_samples(self, scorer: AnomalyScorer, samples: Sequence[Sample], ctx, description: str):
-        size = scorer.checkpoint.config
+        model = scorer.checkpoint.config
         batches = ctx.progress(
             _chunks(samples, self.config.batch_size),
             total=math.ceil(len(samples) / self.config.batch_size),
             description=description,
         )
         for chunk in batches:
-            raw = load_images(chunk, size.image_size, size.crop_size)
+            raw = load_images(chunk, model.image_size, model.crop_size)
             images = to_model_range(raw, scorer.device)
             categories = [s.object_class or "default" for s in chunk]
             maps, scores = scorer.score(images, scorer.classes_for(categories, images))

@@ -63,7 +63,7 @@ class DecoDiffTrainer:
             raise DataError("decodiff: the train split has no good (label 0) images to train on; check data:")
         classes = sorted({category_of(s) for s in good})
         labels = torch.tensor([classes.index(category_of(s)) for s in good])
-        # uint8 until a batch is used: all of MVTec AD at 256 px is 0.7 GB so, 2.8 GB as floats
+        # uint8 until a batch is used: all of MVTec AD at 256 px is 0.7 GB as uint8, 2.8 GB as floats
         images = torch.from_numpy(load_images(good, config.image_size, config.crop_size))
 
         codec = LatentCodec(config, device)
