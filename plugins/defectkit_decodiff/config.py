@@ -1,0 +1,126 @@
+"""Options of the ``decodiff`` trainer and detector (a recipe's ``with:`` block). Light: no torch."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ModelSize = Literal["XS", "S", "M", "L", "XL"]
+
+#: the issue's UNet sizes: model channels, attention heads, cross-attention context dimension
+MODEL_SIZES: dict[str, tuple[int, int, int]] = {
+    "XS": (64, 4, 128),
+    "S": (128, 4, 256),
+    "M": (192, 6, 384),
+    "L": (256, 8, 512),
+    "XL": (320, 12, 640),
+}
+
+
+class DecoDiffModelConfig(BaseModel):
+    """What the UNet, the latent space and the preprocessing look like (stored with the checkpoint)."""
+
+    # a misspelt option is an error naming the key, never silently ignored
+    model_config = ConfigDict(extra="forbid")
+
+    latent: Literal["vae", "pixel"] = Field(
+        "vae",
+        description="vae: a frozen diffusers AutoencoderKL latent (the paper); pixel: the image itself (CPU-sized)",
+    )
+    vae_id: str = Field("stabilityai/sd-vae-ft-ema", description="AutoencoderKL hub id or local folder (latent: vae)")
+    pixel_patch: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="latent: pixel: p x p pixel blocks become channels (pixel unshuffle, lossless): a p-times "
+        "smaller grid for the UNet",
+    )
+    latent_scale: float = Field(0.18215, gt=0.0, description="factor applied to the VAE latent mean (latent: vae)")
+    image_size: int = Field(288, ge=16, le=2048, description="images are first resized to image_size x image_size")
+    crop_size: int = Field(256, ge=16, le=2048, description="then centre-cropped to crop_size x crop_size")
+    model_size: ModelSize = Field("L", description="UNet size: XS/S/M/L/XL (64/128/192/256/320 model channels)")
+    model_channels: int | None = Field(None, ge=8, description="override the size's model channels")
+    num_heads: int | None = Field(None, ge=1, description="override the size's attention heads")
+    context_dim: int | None = Field(None, ge=1, description="override the size's cross-attention context dim")
+    channel_mult: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1, description="channels per level")
+    num_res_blocks: int = Field(2, ge=1, description="residual blocks per UNet level")
+    attention_resolutions: list[int] = Field(
+        default_factory=lambda: [4, 2, 1], description="downsampling factors (1 = full latent size) with attention"
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout inside the residual blocks")
+    dod_gate: bool = Field(False, description="DoD-gating: a sigmoid gate head multiplies the deviation output")
+    skip_gate: bool = Field(False, description="skip-gating: each skip connection is scaled by (1 - sigmoid gate)")
+    conv_padding: Literal["zeros", "reflect"] = Field(
+        "zeros",
+        description="padding of the UNet's 3x3 convolutions; reflect avoids the deviations a briefly trained "
+        "model predicts along zero-padded borders",
+    )
+    diffusion_steps: int = Field(10, ge=2, le=1000, description="timesteps of the cosine schedule")
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> DecoDiffModelConfig:
+        if self.crop_size > self.image_size:
+            raise ValueError(f"crop_size {self.crop_size} is larger than image_size {self.image_size}")
+        factor = 8 if self.latent == "vae" else self.pixel_patch
+        need = factor * 2 ** (len(self.channel_mult) - 1)
+        if self.crop_size % need:
+            raise ValueError(f"crop_size {self.crop_size} must be a multiple of {need} for this latent and UNet depth")
+        return self
+
+
+class DecoDiffTrainConfig(DecoDiffModelConfig):
+    """Training: random patch masking and shuffling, AdamW, cosine schedule with warm-up, accumulation."""
+
+    steps: int = Field(20000, ge=1, description="optimizer steps")
+    batch_size: int = Field(32, ge=1, description="images per process per micro-batch")
+    grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(1e-4, gt=0.0, description="AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
+    warmup_steps: int = Field(500, ge=0, description="linear warm-up before the cosine decay")
+    mask_ratio_max: float = Field(
+        0.7, ge=0.0, le=1.0, description="each image's masked share of patches is drawn from U(0, mask_ratio_max)"
+    )
+    patch_sizes: list[int] = Field(
+        default_factory=lambda: [2, 4, 8], min_length=1, description="mask patch sizes in latent pixels (one per image)"
+    )
+    shuffle_share: float = Field(
+        0.5, ge=0.0, le=1.0, description="share of masked patches given another patch's content instead of noise"
+    )
+    hflip: bool = Field(True, description="random horizontal flips of the training images")
+    checkpoint_every: int = Field(1000, ge=1, description="optimizer steps between checkpoints (and at the end)")
+    log_every: int = Field(50, ge=1, description="optimizer steps between loss log points")
+    seed: int = Field(0, description="seed of the masks and initial weights")
+    classifier: bool = Field(
+        True, description="also train the category classifier used by detect's category: auto (two+ categories)"
+    )
+    classifier_steps: int = Field(300, ge=1, description="optimizer steps of the category classifier")
+
+
+class DecoDiffDetectConfig(BaseModel):
+    """Sampling, post-processing and fusion of the anomaly maps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sample_steps: int = Field(5, ge=1, description="DDIM deviation-correction steps")
+    start_t: int = Field(5, ge=1, description="timestep the correction starts from (from the clean latent)")
+    batch_size: int = Field(16, ge=1, description="images per batch")
+    image_clip: float = Field(0.4, gt=0.0, description="image difference (channel max) is clipped here ...")
+    image_sigma: float = Field(3.0, ge=0.0, description="... scaled by 1/image_clip and blurred with this sigma (px)")
+    latent_clip: float = Field(0.2, gt=0.0, description="latent difference (channel mean) is clipped here ...")
+    latent_sigma: float = Field(1.0, ge=0.0, description="... scaled by 1/latent_clip, blurred (latent px), resized")
+    fusion: Literal["geometric", "gated"] = Field(
+        "geometric",
+        description="geometric: sqrt(image x latent map); gated: 0.6 geometric + 0.4 DoD gate map (needs dod_gate)",
+    )
+    gate_sigma: float = Field(2.0, ge=0.0, description="blur sigma of the gate map (fusion: gated)")
+    category: str = Field(
+        "auto",
+        description="class the UNet is conditioned on: auto (the sample's category, else the trained classifier) "
+        "or a category name",
+    )
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast of the UNet and VAE (GPU)")
+    overlays: int = Field(12, ge=0, le=100, description="test images drawn as heat-map overlays for the report")
+    threshold_percentile: float = Field(
+        99.0, gt=0.0, le=100.0, description="without defective validation images: this percentile of normal scores"
+    )

@@ -1,0 +1,228 @@
+"""The ``decodiff`` detector: batched deviation correction and on-device anomaly maps for the test split."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from defectkit.data import Sample
+from defectkit.errors import DataError, DefectkitError
+from defectkit.io import atomic_path, write_json, write_text
+from defectkit_decodiff.config import DecoDiffDetectConfig
+from defectkit_decodiff.diffusion import ddim_deviation_sample
+from defectkit_decodiff.model import Checkpoint, LatentCodec, crop_mask, load_checkpoint, load_images, to_model_range
+from defectkit_decodiff.overlays import pick_overlays, save_overlay
+from defectkit_decodiff.postprocess import MapSettings, fuse_gate, geometric_maps
+
+THRESHOLD_FILE = "threshold.json"
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class AnomalyScorer:
+    """A loaded checkpoint that turns image batches into anomaly maps and scores."""
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        config: DecoDiffDetectConfig,
+        device: torch.device,
+        codec: LatentCodec | None = None,
+    ) -> None:
+        if config.fusion == "gated" and not checkpoint.config.dod_gate:
+            raise DefectkitError(
+                "decodiff: fusion: gated needs a UNet trained with dod_gate: true; set it in the train step "
+                "or use fusion: geometric"
+            )
+        if config.category != "auto" and config.category not in checkpoint.classes:
+            raise DefectkitError(
+                f"decodiff: category {config.category!r} is not one the model was trained on: {checkpoint.classes}"
+            )
+        self.checkpoint, self.config, self.device = checkpoint, config, device
+        self.codec = codec or LatentCodec(checkpoint.config, device)
+        self.alphas_cumprod = checkpoint.alphas_cumprod
+        self.settings = MapSettings(
+            config.image_clip, config.image_sigma, config.latent_clip, config.latent_sigma, config.gate_sigma
+        )
+
+    def classes_for(self, categories: Sequence[str | None], images: torch.Tensor) -> torch.Tensor:
+        """The class index of each image: fixed, its own known category, or the classifier's answer."""
+        classes = self.checkpoint.classes
+        if self.config.category != "auto":
+            return torch.full((len(images),), classes.index(self.config.category), device=self.device)
+        if len(classes) == 1:
+            return torch.zeros(len(images), dtype=torch.long, device=self.device)
+        if all(c in classes for c in categories):
+            return torch.tensor([classes.index(c) for c in categories], device=self.device)
+        return self.classify(images)
+
+    @torch.no_grad()
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        if self.checkpoint.classifier is None:
+            raise DefectkitError(
+                "decodiff: the image's category is unknown and the checkpoint has no category classifier; "
+                f"set detect's category to one of {self.checkpoint.classes} or train with classifier: true"
+            )
+        return self.checkpoint.classifier(images).argmax(dim=1)
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images in [-1, 1] ``[B, 3, H, W]`` -> maps ``[B, H, W]`` and image scores (map maxima) ``[B]``."""
+        config = self.config
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if config.precision == "bf16"
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            latents = self.codec.encode(images)
+            corrected, gate = ddim_deviation_sample(
+                self.checkpoint.unet,
+                latents,
+                classes,
+                self.alphas_cumprod,
+                config.start_t,
+                config.sample_steps,
+                return_gate=config.fusion == "gated",
+            )
+            reconstructed = self.codec.decode(corrected)
+        maps = geometric_maps(images, reconstructed.float(), latents.float(), corrected.float(), self.settings)
+        if gate is not None:
+            maps = fuse_gate(maps, gate, self.settings)
+        return maps, maps.flatten(1).amax(dim=1)
+
+
+def output_names(samples: Sequence[Sample]) -> list[str]:
+    """``<defect_type>/<stem>``, prefixed by the object class when the samples span several (artifacts.md)."""
+    several = len({s.object_class for s in samples}) > 1
+    names = [
+        (f"{s.object_class}/" if several else "") + f"{s.defect_type}/{Path(s.image_path or s.id).stem}"
+        for s in samples
+    ]
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise DataError(f"decodiff: two test images map to the output name {twice} (class/defect type/file stem)")
+    return names
+
+
+def choose_threshold(labels: list[int], scores: list[float], percentile: float) -> dict:
+    """F1-adaptive with defective examples, else a percentile of the normal scores."""
+    values = np.asarray(scores, dtype=np.float64)
+    truth = np.asarray(labels)
+    if truth.any() and not truth.all():
+        from sklearn.metrics import precision_recall_curve
+
+        precision, recall, thresholds = precision_recall_curve(truth, values)
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        best = int(np.argmax(f1[:-1]))
+        return {"threshold": float(thresholds[best]), "method": "f1_adaptive", "f1": float(f1[best])}
+    return {
+        "threshold": float(np.percentile(values[truth == 0], percentile)),
+        "method": f"percentile_{percentile:g}_of_normal",
+    }
+
+
+class DecoDiffDetector:
+    """Scores the test split with the ``checkpoint`` artifact of a ``decodiff`` train step."""
+
+    def __init__(self, config: DecoDiffDetectConfig) -> None:
+        self.config = config
+
+    def detect(self, ctx) -> None:
+        maps_dir = ctx.step_dir / "anomaly_maps"
+        scores_path = ctx.step_dir / "scores.csv"
+        if ctx.is_main_process:
+            self._detect(ctx, maps_dir, scores_path)
+        ctx.add_artifact("anomaly_maps", maps_dir)
+        ctx.add_artifact("scores", scores_path)
+
+    def _score_samples(self, scorer: AnomalyScorer, samples: Sequence[Sample], ctx, description: str):
+        model = scorer.checkpoint.config
+        batches = ctx.progress(
+            _chunks(samples, self.config.batch_size),
+            total=math.ceil(len(samples) / self.config.batch_size),
+            description=description,
+        )
+        for chunk in batches:
+            raw = load_images(chunk, model.image_size, model.crop_size)
+            images = to_model_range(raw, scorer.device)
+            categories = [s.object_class or "default" for s in chunk]
+            maps, scores = scorer.score(images, scorer.classes_for(categories, images))
+            yield chunk, raw, maps.cpu().numpy(), scores.cpu().tolist()
+
+    def _detect(self, ctx, maps_dir: Path, scores_path: Path) -> None:
+        config = self.config
+        test = ctx.samples("test")
+        if not test:
+            raise DataError("decodiff: the test split is empty: nothing to score")
+        names = output_names(test)
+        checkpoint_path = ctx.artifact("checkpoint")
+        scorer = AnomalyScorer(load_checkpoint(checkpoint_path, ctx.device), config, ctx.device)
+        model_config = scorer.checkpoint.config
+        overlay_at = set(pick_overlays([s.defect_type for s in test], [s.label for s in test], config.overlays))
+
+        scores: list[float] = []
+        kept: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        low, high = math.inf, -math.inf
+        started = time.perf_counter()
+        for chunk, raw, maps, chunk_scores in self._score_samples(scorer, test, ctx, "decodiff detect"):
+            low, high = min(low, float(maps.min())), max(high, float(maps.max()))
+            for j, sample in enumerate(chunk):
+                i = len(scores)
+                with atomic_path(maps_dir / f"{names[i]}.npy") as tmp, open(tmp, "wb") as handle:
+                    np.save(handle, maps[j].astype(np.float32), allow_pickle=False)
+                scores.append(chunk_scores[j])
+                if i in overlay_at:
+                    mask = sample.load_mask()
+                    mask = None if mask is None else crop_mask(mask, model_config.image_size, model_config.crop_size)
+                    kept[i] = (raw[j], maps[j], mask)
+        seconds = time.perf_counter() - started
+
+        write_text(scores_path, "path,score\n" + "".join(f"{n},{s:.6f}\n" for n, s in zip(names, scores, strict=True)))
+        for i, (image, anomaly_map, mask) in sorted(kept.items()):
+            path = ctx.step_dir / "overlays" / f"{i:03d}_{names[i].replace('/', '_')}.png"
+            save_overlay(path, image, anomaly_map, mask, (low, high), f"{names[i]}  score {scores[i]:.3f}")
+            ctx.add_figure(path, f"decodiff: {names[i]} (score {scores[i]:.3f})")
+
+        threshold = self._threshold(scorer, ctx)
+        # what `defectkit detect RUN_DIR ...` needs to score new images as this step did
+        write_json(
+            ctx.step_dir / THRESHOLD_FILE,
+            {
+                **threshold,
+                "checkpoint": os.path.relpath(checkpoint_path, ctx.run_dir),
+                "detect_options": config.model_dump(),
+            },
+        )
+        ctx.log_metrics(
+            {
+                "test_images": len(test),
+                "images_per_second": round(len(test) / seconds, 2),
+                "threshold": round(threshold["threshold"], 6),
+                "threshold_method": threshold["method"],
+            }
+        )
+
+    def _threshold(self, scorer: AnomalyScorer, ctx) -> dict:
+        """From the validation split; without one, from the good training images (in-sample, so optimistic)."""
+        samples, source = ctx.samples("val"), "val"
+        if not samples:
+            good = [s for s in ctx.samples("train") if s.label == 0]
+            # 32 spread over the list, so that every category of a multi-class run is represented
+            samples, source = good[:: max(1, len(good) // 32)][:32], "train_good"
+        labels: list[int] = []
+        scores: list[float] = []
+        for chunk, _, _, chunk_scores in self._score_samples(scorer, samples, ctx, f"decodiff threshold ({source})"):
+            labels += [s.label for s in chunk]
+            scores += chunk_scores
+        return {**choose_threshold(labels, scores, self.config.threshold_percentile), "source": source}

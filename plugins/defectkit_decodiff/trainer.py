@@ -1,0 +1,194 @@
+"""The ``decodiff`` trainer: the deviation UNet (and category classifier) under Accelerate, resumable."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+from defectkit.errors import DataError
+from defectkit_decodiff.config import DecoDiffModelConfig, DecoDiffTrainConfig
+from defectkit_decodiff.diffusion import corrupt, cosine_alphas_cumprod, patch_masks
+from defectkit_decodiff.model import (
+    CategoryClassifier,
+    LatentCodec,
+    build_unet,
+    load_images,
+    load_training_state,
+    read_meta,
+    save_checkpoint,
+    to_model_range,
+)
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+def category_of(sample) -> str:
+    """The class a sample conditions the UNet on (formats without categories share one class)."""
+    return sample.object_class or "default"
+
+
+def warmup_cosine(warmup: int, total: int):
+    """LambdaLR factor: linear warm-up, then cosine decay to zero at ``total``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    # one generator per (rank, step): a resumed run draws the same batches and masks it would have drawn
+    return torch.Generator().manual_seed(seed * 1_000_003 + rank * 10_007 + step)
+
+
+class DecoDiffTrainer:
+    """Trains the deviation UNet on the good training images; writes the ``checkpoint`` artifact."""
+
+    def __init__(self, config: DecoDiffTrainConfig) -> None:
+        self.config = config
+
+    def train(self, ctx) -> None:
+        config = self.config
+        accelerator = ctx.accelerator
+        device = accelerator.device
+        good = [s for s in ctx.samples("train") if s.label == 0]
+        if not good:
+            raise DataError("decodiff: the train split has no good (label 0) images to train on; check data:")
+        classes = sorted({category_of(s) for s in good})
+        labels = torch.tensor([classes.index(category_of(s)) for s in good])
+        # uint8 until a batch is used: all of MVTec AD at 256 px is 0.7 GB as uint8, 2.8 GB as floats
+        images = torch.from_numpy(load_images(good, config.image_size, config.crop_size))
+
+        codec = LatentCodec(config, device)
+        # the encoder is frozen: encode every image once (and its mirror image) instead of every step
+        latents = self._encode(codec, images)
+        if config.hflip:
+            latents = torch.cat([latents, self._encode(codec, images.flip(2))])
+            labels = torch.cat([labels, labels])
+        latents, labels = latents.to(device), labels.to(device)
+        del codec
+
+        unet = build_unet(config, latents.shape[1], len(classes))
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps))
+        path = ctx.step_dir / CHECKPOINT_DIR
+        first = 0
+        if ctx.resume and path.is_dir():  # written atomically: a folder that exists is complete
+            first = self._resume(path, unet, optimizer, scheduler, classes)
+            ctx.logger.info("decodiff: resumed from the checkpoint of step %d in %s", first, path)
+        # the scheduler is stepped by hand once per optimizer step: prepare() would step it once per process
+        unet, optimizer = accelerator.prepare(unet, optimizer)
+        alphas_cumprod = cosine_alphas_cumprod(config.diffusion_steps).to(device)
+
+        started = time.perf_counter()
+        loss_value = float("nan")
+        unet.train()
+        for step in ctx.progress(range(first, config.steps), total=config.steps - first, description="decodiff train"):
+            generator = _step_generator(config.seed, accelerator.process_index, step)
+            total = 0.0
+            for micro in range(config.grad_accumulation):
+                sync = micro == config.grad_accumulation - 1
+                with contextlib.nullcontext() if sync else accelerator.no_sync(unet):
+                    loss = self._loss(unet, latents, labels, alphas_cumprod, generator) / config.grad_accumulation
+                    accelerator.backward(loss)
+                total += float(loss.detach())
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = total
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                ctx.log_scalar("decodiff/loss", loss_value, done)
+                ctx.log_scalar("decodiff/lr", scheduler.get_last_lr()[0], done)
+            if done % config.checkpoint_every == 0 and done < config.steps:
+                self._save(ctx, path, classes, latents.shape[1], done, unet, optimizer, scheduler, None)
+        seconds = time.perf_counter() - started
+
+        classifier = None
+        if config.classifier and len(classes) > 1 and ctx.is_main_process:
+            classifier = self._train_classifier(images, labels[: len(images)].cpu(), len(classes), device)
+        self._save(ctx, path, classes, latents.shape[1], config.steps, unet, optimizer, scheduler, classifier)
+        if ctx.is_main_process:
+            ctx.log_metrics(
+                {
+                    "train_images": len(good),
+                    "classes": len(classes),
+                    "processes": accelerator.num_processes,
+                    "steps": config.steps,
+                    "final_loss": round(loss_value, 6),
+                    "train_seconds": round(seconds, 1),
+                }
+            )
+        ctx.add_artifact("checkpoint", path)
+
+    @staticmethod
+    def _encode(codec: LatentCodec, images: torch.Tensor, batch: int = 16) -> torch.Tensor:
+        """``uint8 [N, H, W, 3]`` images -> latents on the CPU, a batch at a time."""
+        return torch.cat(
+            [
+                codec.encode(to_model_range(images[i : i + batch].numpy(), codec.device)).cpu()
+                for i in range(0, len(images), batch)
+            ]
+        )
+
+    def _loss(self, unet, latents, labels, alphas_cumprod, generator) -> torch.Tensor:
+        config = self.config
+        index = torch.randint(0, len(latents), (config.batch_size,), generator=generator).to(latents.device)
+        x0, y = latents[index], labels[index]
+        t = torch.randint(0, config.diffusion_steps, (config.batch_size,), generator=generator).to(latents.device)
+        noise_mask, shuffle_mask, source = patch_masks(
+            (x0.shape[0], x0.shape[2], x0.shape[3]),
+            config.mask_ratio_max,
+            config.patch_sizes,
+            config.shuffle_share,
+            generator,
+            x0.device,
+        )
+        x_t, deviation = corrupt(x0, t, alphas_cumprod, noise_mask, shuffle_mask, source, generator)
+        return F.mse_loss(unet(x_t, t, y), deviation)
+
+    def _resume(self, path, unet, optimizer, scheduler, classes: list[str]) -> int:
+        from safetensors.torch import load_file
+
+        meta = read_meta(path)
+        if meta["classes"] != classes:
+            raise DataError(
+                f"decodiff: the checkpoint in {path} was trained on categories {meta['classes']}, the data now has "
+                f"{classes}; resume with the same data: block or start a new run"
+            )
+        unet.load_state_dict(load_file(path / "model.safetensors"))
+        state = load_training_state(path)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        return int(state["step"])
+
+    def _save(self, ctx, path, classes, channels, step, unet, optimizer, scheduler, classifier) -> None:
+        accelerator = ctx.accelerator
+        accelerator.wait_for_everyone()
+        if ctx.is_main_process:
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step}
+            model_config = DecoDiffModelConfig(**self.config.model_dump(include=set(DecoDiffModelConfig.model_fields)))
+            save_checkpoint(
+                path, model_config, classes, channels, step, accelerator.unwrap_model(unet), state, classifier
+            )
+        accelerator.wait_for_everyone()
+
+    def _train_classifier(self, images, labels, num_classes: int, device) -> CategoryClassifier:
+        generator = torch.Generator().manual_seed(self.config.seed)
+        classifier = CategoryClassifier(num_classes).to(device)
+        optimizer = torch.optim.AdamW(classifier.parameters(), lr=1e-3)
+        for _ in range(self.config.classifier_steps):
+            index = torch.randint(0, len(images), (min(32, len(images)),), generator=generator)
+            logits = classifier(to_model_range(images[index].numpy(), device))
+            loss = F.cross_entropy(logits, labels[index].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return classifier.eval()
