@@ -15,10 +15,10 @@ import torch
 from defectkit.data import Sample
 from defectkit.errors import DataError, DefectkitError
 from defectkit.io import atomic_path, write_json, write_text
+from defectkit.overlays import pick_overlays, save_overlay
 from defectkit_decodiff.config import DecoDiffDetectConfig
 from defectkit_decodiff.diffusion import ddim_deviation_sample
 from defectkit_decodiff.model import Checkpoint, LatentCodec, crop_mask, load_checkpoint, load_images, to_model_range
-from defectkit_decodiff.overlays import pick_overlays, save_overlay
 from defectkit_decodiff.postprocess import MapSettings, fuse_gate, geometric_maps
 
 THRESHOLD_FILE = "threshold.json"

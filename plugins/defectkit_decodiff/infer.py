@@ -13,10 +13,10 @@ from PIL import Image
 
 from defectkit.errors import DefectkitError
 from defectkit.io import atomic_path, read_json, write_text
+from defectkit.overlays import save_overlay
 from defectkit_decodiff.config import DecoDiffDetectConfig
 from defectkit_decodiff.detector import THRESHOLD_FILE, AnomalyScorer
 from defectkit_decodiff.model import load_checkpoint, prepare_image, to_model_range
-from defectkit_decodiff.overlays import save_overlay
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 

@@ -14,9 +14,9 @@ from PIL import Image
 from defectkit.data import Sample
 from defectkit.errors import DataError, DefectkitError
 from defectkit.io import atomic_path, write_text
+from defectkit.overlays import pick_overlays, save_overlay
 from defectkit_patchknn.config import PatchKNNDetectConfig, PatchKNNTrainConfig
 from defectkit_patchknn.model import FeatureSettings, PatchKNNModel
-from defectkit_patchknn.overlays import pick_overlays, save_overlay
 
 BANK_FILE = "memory_bank.safetensors"
 FEATURE_OPTIONS = ("backbone", "weights", "layers", "image_size", "seed")

@@ -48,7 +48,7 @@ def test_every_option_has_a_default_and_description():
 
 
 def test_overlays_show_every_defect_type_and_normal_images():
-    from defectkit_patchknn.overlays import pick_overlays
+    from defectkit.overlays import pick_overlays
 
     types = ["good"] * 8 + ["scratch", "blob", "foreign"] * 4
     labels = [int(t != "good") for t in types]

@@ -1,4 +1,7 @@
-"""Heat-map overlays of anomaly maps for the run report."""
+"""Heat-map overlays of anomaly maps (image | image with heat map and ground-truth contour), for reports and detectors.
+
+Public for every detector plugin: `pick_overlays` chooses which test images to draw, `save_overlay` draws one.
+"""
 
 from __future__ import annotations
 
