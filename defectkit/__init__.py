@@ -6,7 +6,7 @@ The public API for plugin authors is small and imports nothing heavy:
 - :class:`Component` is the record component hooks return;
 - :class:`StepContext` (in :mod:`defectkit.run`) is what a step's component receives;
 - :mod:`defectkit.io` writes files atomically; :mod:`defectkit.data` holds the sample type;
-- :mod:`defectkit.overlays` draws heat-map overlays for detectors;
+- :mod:`defectkit.anomaly_maps` writes a detector's maps and scores; :mod:`defectkit.overlays` draws its overlays;
 - :mod:`defectkit.testing` is a pytest plugin with fixtures and contract checks.
 """
 

@@ -74,3 +74,21 @@ def test_atomic_writes_get_normal_permissions(tmp_path):
     with dkio.atomic_dir(tmp_path / "ckpt") as tmp:
         (tmp / "w").write_text("1")
     assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o777 & ~umask
+
+
+def test_anomaly_map_names_prefix_the_category_only_when_there_are_several(tmp_path):
+    import numpy as np
+
+    from defectkit.anomaly_maps import map_names, save_map, write_scores
+    from defectkit.data import Sample
+    from defectkit.errors import DataError
+
+    one = [Sample(id="carpet/test/hole/000.png", split="test", label=1, defect_type="hole", object_class="carpet")]
+    assert map_names(one, "t") == ["hole/000"]
+    two = one + [Sample(id="wood/test/hole/000.png", split="test", label=1, defect_type="hole", object_class="wood")]
+    assert map_names(two, "t") == ["carpet/hole/000", "wood/hole/000"]
+    with pytest.raises(DataError, match="t: two test images map to the output name hole/000"):
+        map_names(one + one, "t")
+    save_map(tmp_path / "maps", "carpet/hole/000", np.ones((2, 2)))
+    assert np.load(tmp_path / "maps" / "carpet" / "hole" / "000.npy").dtype == np.float32
+    assert write_scores(tmp_path / "s.csv", ["a/1"], [0.5]).read_text() == "path,score\na/1,0.500000\n"

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from defectkit.anomaly_maps import map_names, save_map, write_scores
 from defectkit.data import Sample
 from defectkit.errors import DataError, DefectkitError
-from defectkit.io import atomic_path, write_json, write_text
+from defectkit.io import write_json
 from defectkit.overlays import pick_overlays, save_overlay
 from defectkit_decodiff.config import DecoDiffDetectConfig
 from defectkit_decodiff.diffusion import ddim_deviation_sample
@@ -102,19 +103,6 @@ class AnomalyScorer:
         return maps, maps.flatten(1).amax(dim=1)
 
 
-def output_names(samples: Sequence[Sample]) -> list[str]:
-    """``<defect_type>/<stem>``, prefixed by the object class when the samples span several (artifacts.md)."""
-    several = len({s.object_class for s in samples}) > 1
-    names = [
-        (f"{s.object_class}/" if several else "") + f"{s.defect_type}/{Path(s.image_path or s.id).stem}"
-        for s in samples
-    ]
-    if len(set(names)) < len(names):
-        twice = next(n for n in names if names.count(n) > 1)
-        raise DataError(f"decodiff: two test images map to the output name {twice} (class/defect type/file stem)")
-    return names
-
-
 def choose_threshold(labels: list[int], scores: list[float], percentile: float) -> dict:
     """F1-adaptive with defective examples, else a percentile of the normal scores."""
     values = np.asarray(scores, dtype=np.float64)
@@ -165,7 +153,7 @@ class DecoDiffDetector:
         test = ctx.samples("test")
         if not test:
             raise DataError("decodiff: the test split is empty: nothing to score")
-        names = output_names(test)
+        names = map_names(test, "decodiff")
         checkpoint_path = ctx.artifact("checkpoint")
         scorer = AnomalyScorer(load_checkpoint(checkpoint_path, ctx.device), config, ctx.device)
         model_config = scorer.checkpoint.config
@@ -179,8 +167,7 @@ class DecoDiffDetector:
             low, high = min(low, float(maps.min())), max(high, float(maps.max()))
             for j, sample in enumerate(chunk):
                 i = len(scores)
-                with atomic_path(maps_dir / f"{names[i]}.npy") as tmp, open(tmp, "wb") as handle:
-                    np.save(handle, maps[j].astype(np.float32), allow_pickle=False)
+                save_map(maps_dir, names[i], maps[j])
                 scores.append(chunk_scores[j])
                 if i in overlay_at:
                     mask = sample.load_mask()
@@ -188,7 +175,7 @@ class DecoDiffDetector:
                     kept[i] = (raw[j], maps[j], mask)
         seconds = time.perf_counter() - started
 
-        write_text(scores_path, "path,score\n" + "".join(f"{n},{s:.6f}\n" for n, s in zip(names, scores, strict=True)))
+        write_scores(scores_path, names, scores)
         for i, (image, anomaly_map, mask) in sorted(kept.items()):
             path = ctx.step_dir / "overlays" / f"{i:03d}_{names[i].replace('/', '_')}.png"
             save_overlay(path, image, anomaly_map, mask, (low, high), f"{names[i]}  score {scores[i]:.3f}")

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from defectkit.anomaly_maps import save_map
 from defectkit.errors import DefectkitError
-from defectkit.io import atomic_path, read_json, write_text
+from defectkit.io import read_json, write_text
 from defectkit.overlays import save_overlay
 from defectkit_decodiff.config import DecoDiffDetectConfig
 from defectkit_decodiff.detector import THRESHOLD_FILE, AnomalyScorer
@@ -104,8 +105,7 @@ def detect_images(
             name = names[start + j]
             verdict = Verdict(path, float(scores[j]), limit)
             verdicts.append(verdict)
-            with atomic_path(out / "anomaly_maps" / f"{name}.npy") as tmp, open(tmp, "wb") as handle:
-                np.save(handle, maps[j].astype(np.float32), allow_pickle=False)
+            save_map(out / "anomaly_maps", name, maps[j])
             label = "ANOMALOUS" if verdict.anomalous else "normal"
             save_overlay(
                 out / "overlays" / f"{name}.png",

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from defectkit.anomaly_maps import sample_stem
 from defectkit.data.sample import Sample
 from defectkit.errors import DataError, DefectkitError
 
@@ -25,11 +26,6 @@ class MissingInputError(DefectkitError):
 
 
 # -- anomaly maps -------------------------------------------------------------------
-
-
-def sample_stem(sample: Sample) -> str:
-    """The file stem of a sample's image (its id's stem for samples with no file)."""
-    return (sample.image_path or PurePath(sample.id)).stem
 
 
 def map_key(sample: Sample, with_class: bool) -> tuple[str, ...]:

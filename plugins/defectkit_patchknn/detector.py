@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from defectkit.anomaly_maps import map_names, save_map, write_scores
 from defectkit.data import Sample
 from defectkit.errors import DataError, DefectkitError
-from defectkit.io import atomic_path, write_text
 from defectkit.overlays import pick_overlays, save_overlay
 from defectkit_patchknn.config import PatchKNNDetectConfig, PatchKNNTrainConfig
 from defectkit_patchknn.model import FeatureSettings, PatchKNNModel
@@ -143,13 +143,7 @@ class PatchKNNDetector:
         test = ctx.samples("test")
         if not test:
             raise DataError("patch_knn: the test split is empty: nothing to score")
-        names = [f"{s.defect_type}/{Path(s.id).stem}" for s in test]
-        if len(set(names)) < len(names):
-            twice = next(n for n in names if names.count(n) > 1)
-            raise DataError(
-                f"patch_knn: two test images map to the output name {twice} (defect type/file stem); "
-                "score one category per detect step"
-            )
+        names = map_names(test, "patch_knn")
         model = self._model(ctx)
         size = model.settings.image_size
         overlay_at = set(pick_overlays([s.defect_type for s in test], [s.label for s in test], config.overlays))
@@ -170,8 +164,7 @@ class PatchKNNDetector:
             low, high = min(low, float(maps.min())), max(high, float(maps.max()))
             for j, (sample, anomaly_map) in enumerate(zip(chunk, maps, strict=True)):
                 i = len(scores)
-                with atomic_path(maps_dir / f"{names[i]}.npy") as tmp, open(tmp, "wb") as handle:
-                    np.save(handle, anomaly_map, allow_pickle=False)
+                save_map(maps_dir, names[i], anomaly_map)
                 scores.append(float(result.image_scores[j]))
                 mask = sample.load_mask()
                 mask = None if mask is None else resize_mask(mask, size)
@@ -184,7 +177,7 @@ class PatchKNNDetector:
                     kept[i] = (images[j], anomaly_map, mask)
         seconds = time.perf_counter() - started
 
-        write_text(scores_path, "path,score\n" + "".join(f"{n},{s:.6f}\n" for n, s in zip(names, scores, strict=True)))
+        write_scores(scores_path, names, scores)
         for i, (image, anomaly_map, mask) in sorted(kept.items()):
             path = ctx.step_dir / "overlays" / f"{i:03d}_{names[i].replace('/', '_')}.png"
             save_overlay(path, image, anomaly_map, mask, (low, high), f"{names[i]}  score {scores[i]:.3f}")

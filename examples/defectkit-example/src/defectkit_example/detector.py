@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from defectkit.anomaly_maps import map_names, save_map, write_scores
 from defectkit.errors import DataError
-from defectkit.io import atomic_path, write_text
 from defectkit_example.config import PixelZScoreConfig
 
 
@@ -30,22 +30,20 @@ class PixelZScoreDetector:
         stack = np.stack([self._pixels(s) for s in ctx.progress(good, description="fitting")])
         mean, std = stack.mean(axis=0), stack.std(axis=0) + self.config.eps
 
+        # the layout every detection metric reads: anomaly_maps/[category/]defect_type/stem.npy + scores.csv
         maps_dir = ctx.step_dir / "anomaly_maps"
-        rows = []
-        for sample in ctx.progress(ctx.samples("test"), description="scoring"):
+        test = ctx.samples("test")
+        names = map_names(test, "pixel_zscore")
+        scores = []
+        for name, sample in zip(names, ctx.progress(test, description="scoring"), strict=True):
             anomaly_map = (np.abs(self._pixels(sample) - mean) / std).max(axis=2)
-            path = maps_dir / sample.defect_type / f"{Path(sample.id).stem}.npy"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp:
-                with open(tmp, "wb") as handle:
-                    np.save(handle, anomaly_map.astype(np.float32), allow_pickle=False)
-            rows.append((f"{sample.defect_type}/{Path(sample.id).stem}", float(anomaly_map.max())))
+            save_map(maps_dir, name, anomaly_map)
+            scores.append(float(anomaly_map.max()))
 
-        lines = ["path,score"] + [f"{p},{s:.6f}" for p, s in rows]
-        write_text(ctx.step_dir / "scores.csv", "\n".join(lines) + "\n")
+        write_scores(ctx.step_dir / "scores.csv", names, scores)
         ctx.add_artifact("anomaly_maps", maps_dir)
         ctx.add_artifact("scores", ctx.step_dir / "scores.csv")
-        ctx.log_metrics({"test_images": len(rows)})
+        ctx.log_metrics({"test_images": len(scores)})
 
 
 def read_scores(path: str | Path) -> dict[str, float]:
