@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from defectkit.errors import DefectkitError
-
 from defectkit_diffusion.config import BackendConfig
 
 log = logging.getLogger(__name__)
@@ -57,13 +56,9 @@ SPECS: dict[str, BackendSpec] = {
         BackendSpec("sd15", "sd15", False, "stable-diffusion-v1-5/stable-diffusion-v1-5", "sd15", 512),
         BackendSpec("sdxl", "sdxl", False, "stabilityai/stable-diffusion-xl-base-1.0", "sdxl", 1024),
         BackendSpec("sd3", "sd3", False, "stabilityai/stable-diffusion-3-medium-diffusers", "sd3", 1024),
-        BackendSpec(
-            "sd15_inpainting", "sd15", True, "stable-diffusion-v1-5/stable-diffusion-inpainting", "sd15", 512
-        ),
+        BackendSpec("sd15_inpainting", "sd15", True, "stable-diffusion-v1-5/stable-diffusion-inpainting", "sd15", 512),
         BackendSpec("sd2_inpainting", "sd15", True, "stabilityai/stable-diffusion-2-inpainting", "sd2", 512),
-        BackendSpec(
-            "sdxl_inpainting", "sdxl", True, "diffusers/stable-diffusion-xl-1.0-inpainting-0.1", "sdxl", 1024
-        ),
+        BackendSpec("sdxl_inpainting", "sdxl", True, "diffusers/stable-diffusion-xl-1.0-inpainting-0.1", "sdxl", 1024),
     )
 }
 
@@ -171,7 +166,6 @@ class DiffusionBackend:
         ``controlnet_modality``); the ControlNet variant of the pipeline is built
         around them (a list of several becomes diffusers' multi-ControlNet).
         """
-        import torch
 
         source = self.source()
         target = self.device(device)

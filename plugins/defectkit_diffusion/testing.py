@@ -146,8 +146,8 @@ def build_tiny_pipeline(family: str, folder: str | Path, inpainting: bool = Fals
     ``inpainting=True`` gives the 9-channel UNet of the inpainting models (sd15,
     sdxl) and saves the matching ``*InpaintPipeline``.
     """
-    import torch
     import diffusers
+    import torch
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     if family not in FAMILIES:
@@ -239,8 +239,8 @@ def build_tiny_controlnet(family: str, folder: str | Path, pipeline_folder: str 
     embedding downsamples 2x, like the tiny VAE); sd3: an ``SD3ControlNetModel``
     with the tiny transformer's sizes.
     """
-    import torch
     import diffusers
+    import torch
 
     folder = Path(folder)
     torch.manual_seed(seed)
@@ -313,12 +313,11 @@ def build_tiny_adapter(
     each embedding with the keys ``load_textual_inversion`` reads (``emb_params``
     for SD 1.5, ``clip_l``/``clip_g`` for SDXL).
     """
-    import torch
     import diffusers
+    import torch
+    from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, get_peft_model_state_dict
     from safetensors.torch import save_file
-
-    from diffusers.utils import convert_state_dict_to_diffusers
 
     if family not in ("sd15", "sdxl"):
         raise ValueError("build_tiny_adapter makes sd15 or sdxl adapters")
@@ -326,7 +325,9 @@ def build_tiny_adapter(
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     unet = diffusers.UNet2DConditionModel.from_pretrained(Path(pipeline_folder) / "unet")
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    unet.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    )
     with torch.no_grad():
         for name, param in unet.named_parameters():
             if "lora_B" in name:

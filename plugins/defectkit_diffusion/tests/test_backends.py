@@ -40,7 +40,13 @@ def test_backend_loads_its_pipeline_class_and_generates(registered, tiny_models,
 
 def test_backend_options_are_applied(registered, tiny_models):
     backend = registered.get("model_backend", "sd15").create(
-        {"model": str(tiny_models["sd15"]), "dtype": "bf16", "attention_slicing": True, "vae_slicing": True, "vae_tiling": True}
+        {
+            "model": str(tiny_models["sd15"]),
+            "dtype": "bf16",
+            "attention_slicing": True,
+            "vae_slicing": True,
+            "vae_tiling": True,
+        }
     )
     pipe = backend.load_pipeline(device="cpu")
     assert pipe.unet.dtype == torch.bfloat16
@@ -50,8 +56,11 @@ def test_backend_options_are_applied(registered, tiny_models):
 
 
 def test_backend_loads_controlnet_pipelines(registered, tiny_models):
-    for family, cls in (("sd15", "StableDiffusionControlNetPipeline"), ("sdxl", "StableDiffusionXLControlNetPipeline"),
-                        ("sd3", "StableDiffusion3ControlNetPipeline")):
+    for family, cls in (
+        ("sd15", "StableDiffusionControlNetPipeline"),
+        ("sdxl", "StableDiffusionXLControlNetPipeline"),
+        ("sd3", "StableDiffusion3ControlNetPipeline"),
+    ):
         net_cls = diffusers.SD3ControlNetModel if family == "sd3" else diffusers.ControlNetModel
         nets = [net_cls.from_pretrained(tiny_models[f"{family}_controlnet"]) for _ in range(2)]
         backend = registered.get("model_backend", family).create({"model": str(tiny_models[family]), "device": "cpu"})
