@@ -96,7 +96,7 @@ def load_records(samples, config: FinetuneConfig, tokens: dict[str, str], captio
     for sample in samples:
         image = sample.load_image()
         width, height = image.size
-        pixels = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)
         mask = sample.load_mask()
         mask = torch.zeros(1, height, width, dtype=torch.bool) if mask is None else torch.from_numpy(mask)[None]
         if mask.shape[-2:] != (height, width):

@@ -90,7 +90,7 @@ def load_backbone(backend: str, model: str, device) -> Backbone:
     from defectkit.plugins import get_registry
 
     component = get_registry().get("model_backend", backend)  # unknown names answer with the choices
-    handle = component.create({"model": model, "dtype": "float32"})
+    handle = component.create({"model": model, "dtype": "fp32"})
     family = getattr(handle, "family", None)
     if family not in FAMILIES:
         raise DefectkitError(f"backend {backend!r}: family {family!r} is not one of {', '.join(FAMILIES)}")

@@ -99,7 +99,7 @@ class FinetuneTrainer:
         classes = sorted({s.defect_type for s in samples})
 
         torch.manual_seed(config.seed)  # the adapters' initial weights
-        backbone = load_backbone(config.backend, config.model, device=None)
+        backbone = load_backbone(config.backend, config.model, device=device)
         self.attach(backbone, classes)
         tokens = self.tokens.tokens if self.tokens is not None else {}
         captions_path = ctx.artifact("captions", required=False) if config.captions == "auto" else None
