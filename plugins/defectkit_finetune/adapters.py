@@ -166,7 +166,9 @@ def lora_state_dict(module: torch.nn.Module, adalora: bool) -> dict[str, torch.T
 
     if adalora:
         return convert_state_dict_to_diffusers(adalora_as_lora(module))
-    return convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
+    # the new token rows go to the embedding files, never into the LoRA file (peft would add the whole
+    # resized matrix)
+    return convert_state_dict_to_diffusers(get_peft_model_state_dict(module, save_embedding_layers=False))
 
 
 def adalora_as_lora(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -223,7 +223,9 @@ class FinetuneTrainer:
             backbone.denoiser.enable_gradient_checkpointing()
             if self.trains_text:
                 for encoder, _ in backbone.clip_encoders:
-                    encoder.gradient_checkpointing_enable()
+                    # transformers 5 renamed it; the old name still works but warns
+                    enable = getattr(encoder, "activation_checkpointing_enable", None) or encoder.gradient_checkpointing_enable
+                    enable()
         backbone.vae.eval()
 
     def _cache_latents(self, backbone, source: BatchSource, device, batch: int = 8):
