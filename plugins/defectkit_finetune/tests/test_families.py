@@ -21,6 +21,7 @@ def test_sdxl_textual_inversion_with_text_encoder_lora(registered, tiny_pipeline
     assert set(load_file(adapter / "scratches.safetensors")) == {"clip_l", "clip_g"}
     keys = load_file(adapter / manifest["lora"]).keys()
     assert {k.split(".")[0] for k in keys} == {"unet", "text_encoder", "text_encoder_2"}
+    assert not any("embed" in k for k in keys)  # the token rows live in the embedding files only
 
 
 def test_sd3_lora_with_flow_matching_and_onecycle(registered, tiny_pipelines, tmp_path):
