@@ -64,10 +64,9 @@ TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 def components(arch: str, seed: int = 0):
     """A StableDiffusionPipeline of SD 1.5's shapes (or tiny ones) with random weights, on the CPU."""
+    from defectkit_diffusion.testing import tiny_clip_tokenizer
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from defectkit_diffusion.testing import tiny_clip_tokenizer
 
     torch.manual_seed(seed)
     tokenizer = tiny_clip_tokenizer()
@@ -108,9 +107,8 @@ class Reference:
     """The training step of diffusers' train_text_to_image_lora.py (its structure, its defaults)."""
 
     def __init__(self, arch, device, dtype, batch, size):
-        from peft import LoraConfig
-
         from diffusers.training_utils import cast_training_params
+        from peft import LoraConfig
 
         pipe = components(arch)
         self.unet, self.vae, self.text_encoder, self.tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
@@ -240,13 +238,10 @@ def main(argv: list[str] | None = None) -> None:
             for _ in range(args.steps):
                 trainer.step()
 
-        extra = {}
         result = bench.measure(name, steps, reference=reference, sync=sync)
         if cuda:
-            extra["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
-            result.extra.update(extra)
-        del trainer
-        return result
+            result.extra["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+        return result  # the trainer goes with the closure; run() collects garbage before the next one
 
     shape = (args.arch, device, dtype, args.batch, args.size)
     run("reference (diffusers script)", lambda: Reference(*shape), reference=True)
@@ -259,7 +254,9 @@ def main(argv: list[str] | None = None) -> None:
         for row in rows:
             print(f"  peak memory {row['implementation']:<36} {row['peak_memory_gib']:.3f} GiB")
     by_name = {row["implementation"]: row for row in rows}
-    print(f"  DoRA cost over LoRA: {by_name['defectkit lora']['median'] / by_name['defectkit dora']['median']:.2f}x time")
+    print(
+        f"  DoRA cost over LoRA: {by_name['defectkit lora']['median'] / by_name['defectkit dora']['median']:.2f}x time"
+    )
 
 
 if __name__ == "__main__":

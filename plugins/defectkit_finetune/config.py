@@ -45,9 +45,7 @@ class FinetuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # -- the model --------------------------------------------------------------------
-    backend: str = Field(
-        "sd15", description="model_backend component: sd15, sdxl or sd3 (see `defectkit plugins`)"
-    )
+    backend: str = Field("sd15", description="model_backend component: sd15, sdxl or sd3 (see `defectkit plugins`)")
     model: str = Field(
         "stable-diffusion-v1-5/stable-diffusion-v1-5", description="Hugging Face Hub id or local pipeline folder"
     )
@@ -95,7 +93,9 @@ class FinetuneConfig(BaseModel):
     lr_scheduler: Schedule = Field("constant", description="constant, constant_with_warmup, cosine or onecycle")
     warmup_steps: int = Field(0, ge=0, description="linear warm-up steps (constant_with_warmup, cosine)")
     onecycle_pct_start: float = Field(0.1, gt=0.0, lt=1.0, description="share of steps rising to lr (onecycle)")
-    snr_gamma: float | None = Field(None, gt=0.0, description="min-SNR loss weighting gamma (5.0 is usual; SD 1.5/SDXL)")
+    snr_gamma: float | None = Field(
+        None, gt=0.0, description="min-SNR loss weighting gamma (5.0 is usual; SD 1.5/SDXL)"
+    )
     noise_offset: float = Field(0.0, ge=0.0, description="offset noise strength (0.05-0.1 helps dark/bright images)")
     ema: bool = Field(False, description="keep an exponential moving average of the trained weights and save it")
     ema_decay: float = Field(0.9999, gt=0.0, lt=1.0)

@@ -4,9 +4,19 @@ from defectkit import Component, hookimpl
 
 _REQUIRES = ("torch>=2.15", "diffusers>=0.42", "peft>=0.21", "accelerate>=1.10", "safetensors>=0.4")
 _TRAINERS = (
-    ("lora", "LoraTrainer", "LoraTrainConfig", "LoRA on the UNet/transformer attention (peft), optionally the text encoders"),
+    (
+        "lora",
+        "LoraTrainer",
+        "LoraTrainConfig",
+        "LoRA on the UNet/transformer attention (peft), optionally the text encoders",
+    ),
     ("dora", "DoraTrainer", "DoraTrainConfig", "DoRA: LoRA with weight decomposition (peft LoraConfig(use_dora=True))"),
-    ("adalora", "AdaLoraTrainer", "AdaLoraTrainConfig", "dynamic rank: peft AdaLoRA prunes an init_r budget to target_r"),
+    (
+        "adalora",
+        "AdaLoraTrainer",
+        "AdaLoraTrainConfig",
+        "dynamic rank: peft AdaLoRA prunes an init_r budget to target_r",
+    ),
     (
         "textual_inversion",
         "TextualInversionTrainer",
@@ -26,7 +36,8 @@ def defectkit_trainers() -> list[Component]:
             factory=f"defectkit_finetune.trainer:{factory}",
             config=f"defectkit_finetune.config:{config}",
             summary=summary,
-            requires=_REQUIRES + (("bitsandbytes>=0.45 (optimizer: adamw_8bit)",) if name != "textual_inversion" else ()),
+            requires=_REQUIRES
+            + (("bitsandbytes>=0.45 (optimizer: adamw_8bit)",) if name != "textual_inversion" else ()),
         )
         for name, factory, config, summary in _TRAINERS
     ]

@@ -126,9 +126,7 @@ class FinetuneTrainer:
             ctx.logger.info("%s: resumed from the checkpoint of step %d in %s", self.name, first, latest[1])
         # the schedule is stepped by hand once per optimizer step: prepare() would step it once per process
         model, optimizer = accelerator.prepare(objective, optimizer)
-        autocast = (
-            torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
-        )
+        autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
 
         started = time.perf_counter()
         loss_value = float("nan")
@@ -224,7 +222,10 @@ class FinetuneTrainer:
             if self.trains_text:
                 for encoder, _ in backbone.clip_encoders:
                     # transformers 5 renamed it; the old name still works but warns
-                    enable = getattr(encoder, "activation_checkpointing_enable", None) or encoder.gradient_checkpointing_enable
+                    enable = (
+                        getattr(encoder, "activation_checkpointing_enable", None)
+                        or encoder.gradient_checkpointing_enable
+                    )
                     enable()
         backbone.vae.eval()
 
@@ -267,7 +268,9 @@ class FinetuneTrainer:
         noise = noise.to(device)
         timesteps, sigmas, weights = self._timesteps(backbone, shape[0], generator, device)
         if text_cache is not None:
-            text = {k: torch.stack([text_cache[p][k] for p in batch["prompts"]]) for k in text_cache[batch["prompts"][0]]}
+            text = {
+                k: torch.stack([text_cache[p][k] for p in batch["prompts"]]) for k in text_cache[batch["prompts"][0]]
+            }
         else:
             text = batch["prompts"]
         masks = batch["masks"].to(device) if config.defect_loss_weight != 1.0 else None
@@ -606,4 +609,3 @@ class TiLoraTrainer(LoraTrainer, TextualInversionTrainer):
     def parameter_groups(self, backbone: Backbone) -> list[dict]:
         groups = LoraTrainer.parameter_groups(self, backbone)
         return [*groups, {"params": list(self.tokens.parameters()), "lr": self.config.embedding_lr}]
-

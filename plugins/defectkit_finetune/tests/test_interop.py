@@ -98,18 +98,28 @@ def test_textual_inversion_embeddings_load_with_load_textual_inversion(tiny_pipe
             vectors.normal_()
     prompt = "a photo of <scratches> on steel"
     expected = backbone.encode_prompts([prompt], "cpu")
-    base = backbone_from_pipeline(_pipe(folder, family), family).encode_prompts([prompt.replace("<scratches>", "x")], "cpu")
+    base = backbone_from_pipeline(_pipe(folder, family), family).encode_prompts(
+        [prompt.replace("<scratches>", "x")], "cpu"
+    )
     adapters.save_adapter(tmp_path / "adapter", backbone, None, tokens, {})
     manifest = json.loads((tmp_path / "adapter" / "adapter.json").read_text())
-    assert manifest["embeddings"][1] == {"file": "scratches.safetensors", "token": "<scratches>", "defect_type": "scratches"}
+    assert manifest["embeddings"][1] == {
+        "file": "scratches.safetensors",
+        "token": "<scratches>",
+        "defect_type": "scratches",
+    }
 
     plain = _pipe(folder, family)
     for entry in manifest["embeddings"]:
         state = load_file(tmp_path / "adapter" / entry["file"])
         if family == "sdxl":
             assert set(state) == {"clip_l", "clip_g"}
-            plain.load_textual_inversion(state["clip_l"], token=entry["token"], text_encoder=plain.text_encoder, tokenizer=plain.tokenizer)
-            plain.load_textual_inversion(state["clip_g"], token=entry["token"], text_encoder=plain.text_encoder_2, tokenizer=plain.tokenizer_2)
+            plain.load_textual_inversion(
+                state["clip_l"], token=entry["token"], text_encoder=plain.text_encoder, tokenizer=plain.tokenizer
+            )
+            plain.load_textual_inversion(
+                state["clip_g"], token=entry["token"], text_encoder=plain.text_encoder_2, tokenizer=plain.tokenizer_2
+            )
         else:
             assert state[entry["token"]].shape == (3, 32)
             plain.load_textual_inversion(tmp_path / "adapter" / entry["file"])
@@ -121,16 +131,33 @@ def test_textual_inversion_embeddings_load_with_load_textual_inversion(tiny_pipe
 
 def test_trained_ti_lora_adapter_changes_a_plain_pipeline(registered, tiny_pipelines, tmp_path):
     folder = tiny_pipelines("sd15")
-    options = {"model": str(folder), "lr": 5e-2, "embedding_lr": 5e-2, "num_vectors": 2, "use_dora": True, "validation_images": False}
+    options = {
+        "model": str(folder),
+        "lr": 5e-2,
+        "embedding_lr": 5e-2,
+        "num_vectors": 2,
+        "use_dora": True,
+        "validation_images": False,
+    }
     run = run_recipe_dict(recipe("ti_lora", options), tmp_path / "run")
     adapter = run / "01_train" / "adapter"
     manifest = json.loads((adapter / "adapter.json").read_text())
-    assert manifest["trainer"] == "ti_lora" and [e["token"] for e in manifest["embeddings"]] == ["<patches>", "<scratches>"]
+    assert manifest["trainer"] == "ti_lora" and [e["token"] for e in manifest["embeddings"]] == [
+        "<patches>",
+        "<scratches>",
+    ]
     prompt = manifest["prompts"]["scratches"]
     assert "<scratches>" in prompt
 
     def image(pipe):
-        return pipe(prompt, num_inference_steps=2, height=32, width=32, generator=torch.Generator().manual_seed(0), output_type="np").images
+        return pipe(
+            prompt,
+            num_inference_steps=2,
+            height=32,
+            width=32,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        ).images
 
     plain = _pipe(folder)
     for entry in manifest["embeddings"]:

@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from defectkit.testing import run_recipe_dict
 from defectkit_finetune.tests.helpers import recipe
 
