@@ -2,7 +2,15 @@
 
 from defectkit import Component, hookimpl
 
-_REQUIRES = ("torch>=2.15", "diffusers>=0.42", "peft>=0.21", "accelerate>=1.10", "safetensors>=0.4")
+# bitsandbytes is imported only for optimizer: adamw_8bit
+_REQUIRES = (
+    "torch>=2.15",
+    "diffusers>=0.42",
+    "peft>=0.21",
+    "accelerate>=1.10",
+    "safetensors>=0.4",
+    "bitsandbytes>=0.45",
+)
 _TRAINERS = (
     (
         "lora",
@@ -36,8 +44,7 @@ def defectkit_trainers() -> list[Component]:
             factory=f"defectkit_finetune.trainer:{factory}",
             config=f"defectkit_finetune.config:{config}",
             summary=summary,
-            requires=_REQUIRES
-            + (("bitsandbytes>=0.45 (optimizer: adamw_8bit)",) if name != "textual_inversion" else ()),
+            requires=_REQUIRES,
         )
         for name, factory, config, summary in _TRAINERS
     ]
