@@ -25,7 +25,8 @@ class Trainer:
 """
 
 
-def good_plugin(fake_distribution, dist: str, module: str, name: str = "lora"):
+# fake names: "lora" and "dora" are first-party trainers (defectkit_finetune)
+def good_plugin(fake_distribution, dist: str, module: str, name: str = "my_lora"):
     fake_distribution(dist, "1.2.3", {dist: module}, {module: GOOD.format(name=name, module=module)})
 
 
@@ -43,7 +44,7 @@ def test_a_plugin_that_raises_on_import_is_reported_and_the_rest_keeps_working(f
     assert broken.distribution == "dk-broken-a" and broken.version == "0.0.1"
     assert "RuntimeError: boom" in broken.errors[0]
     assert broken.hint
-    assert registry.get("trainer", "lora").plugin == "dk-good-a"
+    assert registry.get("trainer", "my_lora").plugin == "dk-good-a"
 
 
 def test_missing_dependency_gets_an_install_hint(fake_distribution):
@@ -120,18 +121,18 @@ def test_unknown_name_answers_with_did_you_mean_and_choices(register_plugin):
         @hookimpl
         def defectkit_trainers(self):
             return [
-                Component(kind="trainer", name="lora", factory="x:y"),
-                Component(kind="trainer", name="dora", factory="x:y"),
+                Component(kind="trainer", name="my_lora", factory="x:y"),
+                Component(kind="trainer", name="my_dora", factory="x:y"),
             ]
 
     register_plugin(Plugin(), "choices")
     from defectkit.plugins import get_registry
 
     with pytest.raises(RegistryError) as info:
-        get_registry().get("trainer", "lroa")
+        get_registry().get("trainer", "my_lroa")
     message = str(info.value)
-    assert "did you mean 'lora'?" in message
-    assert "dora" in message and "lora" in message
+    assert "did you mean 'my_lora'?" in message
+    assert "my_dora" in message and "my_lora" in message
 
 
 def test_component_record_rejects_bad_fields():
