@@ -87,6 +87,37 @@ def resolve_dtype(name: str, device):
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
+def checked_source(value: str, marker: str, what: str, fix: str) -> str:
+    """``value`` as an existing folder holding ``marker``, or as a hub id; else one DefectkitError line.
+
+    ``what`` names the option (``model_backend sdxl: model``), ``fix`` says what to do.
+    """
+    path = Path(value).expanduser()
+    if path.is_dir():
+        if not (path / marker).is_file():
+            raise DefectkitError(
+                f"{what}={value!r} is a folder without {marker} (not saved with save_pretrained); {fix}"
+            )
+        return str(path)
+    # a hub id is exactly "owner/name"; anything else (absolute, relative, deeper) is meant as a folder
+    if path.exists() or value.startswith(("/", ".", "~")) or "\\" in value or value.count("/") != 1:
+        raise DefectkitError(f"{what}={value!r}: no such folder; {fix}")
+    return value
+
+
+def load_pretrained(cls, source: str, what: str, fix: str, **kwargs):
+    """``cls.from_pretrained(source)``; a hub id that cannot be fetched becomes one DefectkitError line."""
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except OSError as exc:  # not cached while offline, no such repo, no network: all OSError in hf_hub
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise DefectkitError(
+            f"{what}={source!r} (not a local folder, and not in the Hugging Face cache or the hub is "
+            f"unreachable: {first}); {fix}"
+        ) from None
+
+
 class DiffusionBackend:
     """A Stable Diffusion family, ready to load (see docs/generation.md, "Backends")."""
 
@@ -113,30 +144,11 @@ class DiffusionBackend:
 
     def source(self) -> str:
         """The checked model location: an existing diffusers folder, or a hub id (checked when loading)."""
-        value = self.model
-        path = Path(value).expanduser()
-        if path.is_dir():
-            if not (path / "model_index.json").is_file():
-                raise DefectkitError(
-                    f"model_backend {self.name}: model={value!r} is a folder without model_index.json "
-                    f"(not a diffusers pipeline saved with save_pretrained); {self._fix()}"
-                )
-            return str(path)
-        # a hub id is exactly "owner/name"; anything else (absolute, relative, deeper) is meant as a folder
-        if path.exists() or value.startswith(("/", ".", "~")) or "\\" in value or value.count("/") != 1:
-            raise DefectkitError(f"model_backend {self.name}: model={value!r}: no such folder; {self._fix()}")
-        return value
+        return checked_source(self.model, "model_index.json", f"model_backend {self.name}: model", self._fix())
 
     def from_pretrained(self, cls, source: str, what: str, **kwargs):
         """``cls.from_pretrained`` with hub/cache failures turned into one line naming the option."""
-        try:
-            return cls.from_pretrained(source, **kwargs)
-        except OSError as exc:  # not cached while offline, no such repo, no network: all OSError in hf_hub
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DefectkitError(
-                f"model_backend {self.name}: cannot load {what}={source!r} (not a local folder, and not in the "
-                f"Hugging Face cache or the hub is unreachable: {first}); {self._fix()}"
-            ) from None
+        return load_pretrained(cls, source, f"model_backend {self.name}: cannot load {what}", self._fix(), **kwargs)
 
     # -- loading ------------------------------------------------------------------------------------------
 
