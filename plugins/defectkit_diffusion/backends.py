@@ -194,9 +194,6 @@ class DiffusionBackend:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         cls = self.pipeline_class(controlnet=controlnets is not None)
         pipe = self.from_pretrained(cls, source, "model", **kwargs)
-        if controlnets is not None:
-            for net in nets:
-                net.to(dtype=dtype)
         self.apply_options(pipe, target)
         log.info("loaded %s from %s (%s, %s, %s)", cls.__name__, source, target, dtype, self.config.cpu_offload)
         return pipe

@@ -87,3 +87,18 @@ def defectkit_controlnet_modalities() -> list[Component]:
         )
         for name, config, summary, requires in _MODALITIES
     ]
+
+
+@hookimpl
+def defectkit_generators() -> list[Component]:
+    return [
+        Component(
+            kind="generator",
+            name="stable_diffusion",
+            factory="defectkit_diffusion.generate:StableDiffusionGenerator",
+            config="defectkit_diffusion.config:GenerateConfig",
+            summary="N images per defect class: SD1.5/SDXL/SD3 backends, ControlNets, captions or templates, "
+            "adapter tokens and LoRA, per-class guidance, CFG rescale",
+            requires=(*_DIFFUSERS, "peft>=0.11", "safetensors>=0.4"),
+        )
+    ]
