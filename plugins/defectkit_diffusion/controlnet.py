@@ -225,7 +225,7 @@ class Depth(Modality):
             predicted[:, None].float(), size=(size[1], size[0]), mode="bicubic", align_corners=False
         )[0, 0]
         depth = depth - depth.min()
-        depth = depth / depth.max().clamp_min(1e-8)
+        depth = depth / depth.max().clamp_min(1e-20)  # relative: only the shape matters, not the scale
         return depth.cpu().numpy()
 
     def control_image(self, image, size):
