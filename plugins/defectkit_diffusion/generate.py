@@ -168,7 +168,10 @@ class StableDiffusionGenerator:
         if loaded.modalities:
             refs = config.controlnets
             single = len(refs) == 1
-            images = controls[0] if single else controls
+            # one (batch, 3, H, W) tensor in [0, 1] per ControlNet: unambiguous, where nested lists of PIL
+            # images are read batch-major by some diffusers pipelines and ControlNet-major by others
+            tensors = [_to_tensor(images) for images in controls]
+            images = tensors[0] if single else tensors
             scales = refs[0].scale if single else [r.scale for r in refs]
             kwargs["controlnet_conditioning_scale"] = scales
             if family == "sd3":
@@ -376,7 +379,10 @@ class StableDiffusionGenerator:
         ctx.add_artifact("generated_images", root)
         if self.config.contact_sheet:
             ctx.add_figure(root / "contact_sheet.png", f"{len(jobs)} generated images, one row per class")
-        ctx.log_metrics({"generated_images": len(jobs), "classes": len({j.defect_type for j in jobs})})
+        processes = ctx.accelerator.num_processes if _distributed() else 1
+        ctx.log_metrics(
+            {"generated_images": len(jobs), "classes": len({j.defect_type for j in jobs}), "processes": processes}
+        )
 
     # -- the web UI's session -----------------------------------------------------------------------------
 
@@ -448,6 +454,14 @@ class GenerationSession:
         if steps is not None:
             generator = StableDiffusionGenerator(config.model_copy(update={"steps": int(steps)}))
         return generator.run_batch(self.loaded, [job], size, controls)[0]
+
+
+def _to_tensor(images: Sequence[Image.Image]):
+    import numpy as np
+    import torch
+
+    array = np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0 for image in images])
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
 
 
 def _distributed() -> bool:

@@ -117,6 +117,20 @@ def test_same_seed_same_image_and_batching_does_not_change_it(registered, tiny_m
     assert "source" not in record  # nothing real conditioned a template prompt without ControlNets
 
 
+def test_each_controlnet_gets_its_own_control_image_in_a_batch(registered, tiny_models, tmp_path):
+    nets = [
+        {"use": "softedge", "scale": 0.8, "with": {"controlnet": str(tiny_models["sd15_controlnet"])}},
+        {"use": "canny", "scale": 0.6, "with": {"controlnet": str(tiny_models["sd15_controlnet"])}},
+    ]
+    images = {}
+    for batch in (1, 2):
+        step = generate_step(tiny_models["sd15"], batch_size=batch, controlnets=nets, defect_types=["patches"])
+        run = run_recipe_dict(recipe([step]), tmp_path / f"b{batch}")
+        images[batch] = [np.asarray(s.load_image(), float) for s in read_generated(run / "01_generate" / "generated")]
+    for alone, batched in zip(images[1], images[2], strict=True):
+        assert np.abs(alone - batched).max() <= 2
+
+
 def test_adapter_tokens_and_lora_change_the_output(registered, tiny_models, tmp_path):
     adapter = build_tiny_adapter(tiny_models["sd15"], tmp_path / "adapter", ["scratches"])
     runs = {}
