@@ -171,12 +171,14 @@ class DiffusionBackend:
         """The attribute of the pipeline that denoises: ``transformer`` for SD3, else ``unet``."""
         return "transformer" if self.family == "sd3" else "unet"
 
-    def load_pipeline(self, device: Any = None, controlnets: Any = None):
+    def load_pipeline(self, device: Any = None, controlnets: Any = None, compile: bool = True):
         """The diffusers pipeline with this backend's options applied.
 
         ``controlnets``: a ControlNet model or a list of them (loaded, e.g. by a
         ``controlnet_modality``); the ControlNet variant of the pipeline is built
         around them (a list of several becomes diffusers' multi-ControlNet).
+        ``compile=False``: leave the ``compile`` option to the caller (``backend.compile(pipe)``),
+        for callers that load LoRA weights first.
         """
 
         source = self.source()
@@ -194,12 +196,15 @@ class DiffusionBackend:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         cls = self.pipeline_class(controlnet=controlnets is not None)
         pipe = self.from_pretrained(cls, source, "model", **kwargs)
-        self.apply_options(pipe, target)
+        self.apply_options(pipe, target, compile=compile)
         log.info("loaded %s from %s (%s, %s, %s)", cls.__name__, source, target, dtype, self.config.cpu_offload)
         return pipe
 
-    def apply_options(self, pipe, device) -> None:
-        """Memory options, placement, memory format and compilation, in the order diffusers expects."""
+    def apply_options(self, pipe, device, compile: bool = True) -> None:
+        """Memory options, placement, memory format and compilation, in the order diffusers expects.
+
+        ``compile=False`` leaves compilation to the caller (:meth:`compile`), e.g. after loading a LoRA.
+        """
         import torch
 
         config = self.config
@@ -219,10 +224,17 @@ class DiffusionBackend:
             pipe.enable_sequential_cpu_offload(device=device)
         else:
             pipe.to(device)
-        if config.compile:
-            # fullgraph on the denoiser only: text encoders and the VAE run once per image, the denoiser per step
-            setattr(pipe, self.denoiser_name(), torch.compile(denoiser, mode=config.compile_mode, fullgraph=True))
+        if config.compile and compile:
+            self.compile(pipe)
         pipe.set_progress_bar_config(disable=True)
+
+    def compile(self, pipe) -> None:
+        """``torch.compile`` the denoiser (after any LoRA is loaded: peft layers change the graph)."""
+        import torch
+
+        # fullgraph on the denoiser only: text encoders and the VAE run once per image, the denoiser per step
+        denoiser = getattr(pipe, self.denoiser_name())
+        setattr(pipe, self.denoiser_name(), torch.compile(denoiser, mode=self.config.compile_mode, fullgraph=True))
 
     def load_components(self, device: Any = None) -> dict[str, Any]:
         """The loaded parts (unet or transformer, vae, text encoders, tokenizers, scheduler) by name."""

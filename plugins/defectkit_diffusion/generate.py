@@ -114,7 +114,7 @@ class StableDiffusionGenerator:
             for modality in modalities:
                 if hasattr(modality, "to"):
                     modality.to(target if backend.config.cpu_offload == "none" else "cpu")
-        pipe = backend.load_pipeline(device=device, controlnets=nets)
+        pipe = backend.load_pipeline(device=device, controlnets=nets, compile=False)
         scheduler = None
         if config.scheduler is not None:
             scheduler = registry.get("scheduler", config.scheduler.use).create(config.scheduler.with_)
@@ -122,6 +122,8 @@ class StableDiffusionGenerator:
         tokens: dict[str, str] = {}
         if adapter is not None:
             tokens = apply_adapter(pipe, adapter, backend.family, config.lora_scale)
+        if backend.config.compile:
+            backend.compile(pipe)
         return LoadedPipeline(pipe, backend, scheduler, modalities, tokens, adapter)
 
     def size(self, loaded: LoadedPipeline) -> tuple[int, int]:

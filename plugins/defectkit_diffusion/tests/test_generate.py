@@ -170,6 +170,23 @@ def test_sdxl_adapter_and_session(registered, tiny_models, tmp_path):
         session.generate("dents")
 
 
+def test_session_finds_the_runs_adapter_through_the_manifests(registered, tiny_models, tmp_path):
+    run_dir = tmp_path / "run"
+    adapter = build_tiny_adapter(tiny_models["sd15"], run_dir / "01_dora" / "adapter", ["crazing", "scratches"])
+    manifest = {"id": "dora", "status": "done", "artifacts": {"adapter": "01_dora/adapter"}}
+    (run_dir / "01_dora" / "manifest.json").write_text(json.dumps(manifest))
+    (run_dir / "02_generate").mkdir()
+    options = {"backend": {"use": "sd15", "with": {"model": str(tiny_models["sd15"]), "dtype": "fp32"}}}
+    generator = registered.get("generator", "stable_diffusion").create(
+        {**options, "width": 32, "height": 32, "steps": 2}
+    )
+    session = generator.open_session(run_dir, "generate", "cpu")
+    assert session.labels == ["crazing", "scratches"] and session.loaded.adapter.folder == adapter
+    assert session.generate("crazing").size == (32, 32)
+    with pytest.raises(DefectkitError, match="no step 'nowhere'"):
+        generator.open_session(run_dir, "nowhere", "cpu")
+
+
 @pytest.mark.parametrize("family", ["sdxl", "sd3"])
 def test_other_families_with_controlnet(registered, tiny_models, tmp_path, family):
     scheduler = "flow_match_euler" if family == "sd3" else "euler_ancestral"
