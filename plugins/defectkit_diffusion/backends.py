@@ -87,6 +87,37 @@ def resolve_dtype(name: str, device):
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
+def checked_source(value: str, marker: str, what: str, fix: str) -> str:
+    """``value`` as an existing folder holding ``marker``, or as a hub id; else one DefectkitError line.
+
+    ``what`` names the option (``model_backend sdxl: model``), ``fix`` says what to do.
+    """
+    path = Path(value).expanduser()
+    if path.is_dir():
+        if not (path / marker).is_file():
+            raise DefectkitError(
+                f"{what}={value!r} is a folder without {marker} (not saved with save_pretrained); {fix}"
+            )
+        return str(path)
+    # a hub id is exactly "owner/name"; anything else (absolute, relative, deeper) is meant as a folder
+    if path.exists() or value.startswith(("/", ".", "~")) or "\\" in value or value.count("/") != 1:
+        raise DefectkitError(f"{what}={value!r}: no such folder; {fix}")
+    return value
+
+
+def load_pretrained(cls, source: str, what: str, fix: str, **kwargs):
+    """``cls.from_pretrained(source)``; a hub id that cannot be fetched becomes one DefectkitError line."""
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except OSError as exc:  # not cached while offline, no such repo, no network: all OSError in hf_hub
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise DefectkitError(
+            f"{what}={source!r} (not a local folder, and not in the Hugging Face cache or the hub is "
+            f"unreachable: {first}); {fix}"
+        ) from None
+
+
 class DiffusionBackend:
     """A Stable Diffusion family, ready to load (see docs/generation.md, "Backends")."""
 
@@ -113,30 +144,11 @@ class DiffusionBackend:
 
     def source(self) -> str:
         """The checked model location: an existing diffusers folder, or a hub id (checked when loading)."""
-        value = self.model
-        path = Path(value).expanduser()
-        if path.is_dir():
-            if not (path / "model_index.json").is_file():
-                raise DefectkitError(
-                    f"model_backend {self.name}: model={value!r} is a folder without model_index.json "
-                    f"(not a diffusers pipeline saved with save_pretrained); {self._fix()}"
-                )
-            return str(path)
-        # a hub id is exactly "owner/name"; anything else (absolute, relative, deeper) is meant as a folder
-        if path.exists() or value.startswith(("/", ".", "~")) or "\\" in value or value.count("/") != 1:
-            raise DefectkitError(f"model_backend {self.name}: model={value!r}: no such folder; {self._fix()}")
-        return value
+        return checked_source(self.model, "model_index.json", f"model_backend {self.name}: model", self._fix())
 
     def from_pretrained(self, cls, source: str, what: str, **kwargs):
         """``cls.from_pretrained`` with hub/cache failures turned into one line naming the option."""
-        try:
-            return cls.from_pretrained(source, **kwargs)
-        except OSError as exc:  # not cached while offline, no such repo, no network: all OSError in hf_hub
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DefectkitError(
-                f"model_backend {self.name}: cannot load {what}={source!r} (not a local folder, and not in the "
-                f"Hugging Face cache or the hub is unreachable: {first}); {self._fix()}"
-            ) from None
+        return load_pretrained(cls, source, f"model_backend {self.name}: cannot load {what}", self._fix(), **kwargs)
 
     # -- loading ------------------------------------------------------------------------------------------
 
@@ -159,12 +171,14 @@ class DiffusionBackend:
         """The attribute of the pipeline that denoises: ``transformer`` for SD3, else ``unet``."""
         return "transformer" if self.family == "sd3" else "unet"
 
-    def load_pipeline(self, device: Any = None, controlnets: Any = None):
+    def load_pipeline(self, device: Any = None, controlnets: Any = None, compile: bool = True):
         """The diffusers pipeline with this backend's options applied.
 
         ``controlnets``: a ControlNet model or a list of them (loaded, e.g. by a
         ``controlnet_modality``); the ControlNet variant of the pipeline is built
         around them (a list of several becomes diffusers' multi-ControlNet).
+        ``compile=False``: leave the ``compile`` option to the caller (``backend.compile(pipe)``),
+        for callers that load LoRA weights first.
         """
 
         source = self.source()
@@ -182,15 +196,15 @@ class DiffusionBackend:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         cls = self.pipeline_class(controlnet=controlnets is not None)
         pipe = self.from_pretrained(cls, source, "model", **kwargs)
-        if controlnets is not None:
-            for net in nets:
-                net.to(dtype=dtype)
-        self.apply_options(pipe, target)
+        self.apply_options(pipe, target, compile=compile)
         log.info("loaded %s from %s (%s, %s, %s)", cls.__name__, source, target, dtype, self.config.cpu_offload)
         return pipe
 
-    def apply_options(self, pipe, device) -> None:
-        """Memory options, placement, memory format and compilation, in the order diffusers expects."""
+    def apply_options(self, pipe, device, compile: bool = True) -> None:
+        """Memory options, placement, memory format and compilation, in the order diffusers expects.
+
+        ``compile=False`` leaves compilation to the caller (:meth:`compile`), e.g. after loading a LoRA.
+        """
         import torch
 
         config = self.config
@@ -210,10 +224,17 @@ class DiffusionBackend:
             pipe.enable_sequential_cpu_offload(device=device)
         else:
             pipe.to(device)
-        if config.compile:
-            # fullgraph on the denoiser only: text encoders and the VAE run once per image, the denoiser per step
-            setattr(pipe, self.denoiser_name(), torch.compile(denoiser, mode=config.compile_mode, fullgraph=True))
+        if config.compile and compile:
+            self.compile(pipe)
         pipe.set_progress_bar_config(disable=True)
+
+    def compile(self, pipe) -> None:
+        """``torch.compile`` the denoiser (after any LoRA is loaded: peft layers change the graph)."""
+        import torch
+
+        # fullgraph on the denoiser only: text encoders and the VAE run once per image, the denoiser per step
+        denoiser = getattr(pipe, self.denoiser_name())
+        setattr(pipe, self.denoiser_name(), torch.compile(denoiser, mode=self.config.compile_mode, fullgraph=True))
 
     def load_components(self, device: Any = None) -> dict[str, Any]:
         """The loaded parts (unet or transformer, vae, text encoders, tokenizers, scheduler) by name."""

@@ -27,3 +27,78 @@ def defectkit_model_backends() -> list[Component]:
         )
         for name, summary in _BACKENDS
     ]
+
+
+_SCHEDULERS = (
+    ("unipc", "UniPCConfig", "UniPC multistep (fast, good at 20 steps); flow mode for SD3"),
+    ("dpmpp_2m", "DPMSolverConfig", "DPM-Solver++ 2M multistep, Karras sigmas by default; flow mode for SD3"),
+    ("ddim", "DDIMConfig", "DDIM (deterministic)"),
+    ("euler", "EulerConfig", "Euler discrete"),
+    ("euler_ancestral", "EulerConfig", "Euler ancestral (stochastic)"),
+    ("pndm", "DDIMConfig", "PNDM (PLMS), SD 1.5's default"),
+    ("lcm", "LCMConfig", "LCM (for LCM-distilled weights or LCM-LoRA, 2-8 steps)"),
+    ("flow_match_euler", "FlowMatchConfig", "flow-matching Euler (SD3's default)"),
+)
+
+
+@hookimpl
+def defectkit_schedulers() -> list[Component]:
+    return [
+        Component(
+            kind="scheduler",
+            name=name,
+            factory=f"defectkit_diffusion.schedulers:{name}_scheduler",
+            config=f"defectkit_diffusion.config:{config}",
+            summary=summary + "; from the backend's scheduler config",
+            requires=("diffusers>=0.42",),
+        )
+        for name, config, summary in _SCHEDULERS
+    ]
+
+
+_MODALITIES = (
+    ("canny", "CannyConfig", "Canny edges (OpenCV)", ("opencv-python-headless>=5.0",)),
+    (
+        "softedge",
+        "SoftEdgeConfig",
+        "soft edges: HED/PiDiNet (controlnet_aux) or weight-free Sobel soft edges",
+        ("opencv-python-headless>=5.0",),
+    ),
+    ("depth", "DepthConfig", "relative depth from a transformers depth estimator (DPT/MiDaS)", ("transformers>=5.23",)),
+    (
+        "normal",
+        "NormalConfig",
+        "surface normals derived from estimated depth",
+        ("transformers>=5.23", "opencv-python-headless>=5.0"),
+    ),
+)
+
+
+@hookimpl
+def defectkit_controlnet_modalities() -> list[Component]:
+    return [
+        Component(
+            kind="controlnet_modality",
+            name=name,
+            factory=f"defectkit_diffusion.controlnet:{name}_modality",
+            config=f"defectkit_diffusion.config:{config}",
+            summary=summary + "; ControlNet weights per backend family",
+            requires=("diffusers>=0.42", *requires),
+        )
+        for name, config, summary, requires in _MODALITIES
+    ]
+
+
+@hookimpl
+def defectkit_generators() -> list[Component]:
+    return [
+        Component(
+            kind="generator",
+            name="stable_diffusion",
+            factory="defectkit_diffusion.generate:StableDiffusionGenerator",
+            config="defectkit_diffusion.config:GenerateConfig",
+            summary="N images per defect class: SD1.5/SDXL/SD3 backends, ControlNets, captions or templates, "
+            "adapter tokens and LoRA, per-class guidance, CFG rescale",
+            requires=(*_DIFFUSERS, "peft>=0.11", "safetensors>=0.4"),
+        )
+    ]

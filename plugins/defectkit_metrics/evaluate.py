@@ -200,7 +200,9 @@ def _pairing(config: Any, generated: Sequence[GeneratedImage]) -> str:
 def _sources(ctx: Any, generated: Sequence[GeneratedImage]) -> list[Sample]:
     """The real sample each generated image names in ``source`` (a sample id or image file name)."""
     pool = {}
-    for split in ("train", "test"):
+    # gen_train too: a generator's source is usually one of its training images, which protocol
+    # "generation" keeps out of train and test
+    for split in ("train", "test", "gen_train", "gen_eval"):
         for sample in ctx.samples(split):
             pool.setdefault(sample.id, sample)
             if sample.image_path is not None:
