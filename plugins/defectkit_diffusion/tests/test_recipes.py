@@ -5,10 +5,7 @@ import json
 from pathlib import Path
 
 from defectkit_metrics.tests import helpers
-from pydantic import BaseModel, ConfigDict
 
-from defectkit import Component, hookimpl
-from defectkit.errors import RegistryError
 from defectkit.generated import read_generated
 from defectkit.plugins import get_registry
 from defectkit.recipe import load_recipe
@@ -18,26 +15,10 @@ RECIPES = Path(__file__).resolve().parents[3] / "recipes"
 H = helpers.__name__
 
 
-class AnyOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class StandInDora:
-    """Stands in for defectkit_finetune's `dora` trainer, so the rest of neudet_sdxl.yaml is checked."""
-
-    @hookimpl
-    def defectkit_trainers(self):
-        return [
-            Component(kind="trainer", name="dora", factory=f"{__name__}:AnyOptions", config=f"{__name__}:AnyOptions")
-        ]
-
-
-def test_neudet_sdxl_is_valid_apart_from_the_trainer(registered, register_plugin):
-    try:
-        registered.get("trainer", "dora")  # the real one, once defectkit_finetune is merged
-    except RegistryError:
-        register_plugin(StandInDora(), "stand-in-dora")
+def test_neudet_sdxl_is_valid(registered):
     validated = load_recipe(RECIPES / "neudet_sdxl.yaml", get_registry())
+    train = validated.resolved["steps"][1]["train"]
+    assert train["use"] == ["dora"] and train["with"]["backend"] == "sdxl"
     generate = validated.resolved["steps"][2]["generate"]["with"]
     assert generate["backend"] == {"use": "sdxl", "with": generate["backend"]["with"]}
     assert generate["scheduler"]["use"] == "unipc" and generate["steps"] == 20 and generate["guidance_rescale"] == 0.7
