@@ -34,7 +34,8 @@ CSS = """
 .dk-header .dk-path {color:var(--body-text-color-subdued); font-family:var(--font-mono); font-size:.85rem}
 .dk-pill {padding:.1rem .55rem; border-radius:999px; font-size:.8rem; background:var(--background-fill-secondary);
   border:1px solid var(--border-color-primary)}
-.dk-verdict {border-radius:12px; padding:1rem 1.2rem; color:#fff}
+.dk-verdict {border-radius:12px; padding:1rem 1.2rem}
+.dk-verdict, .dk-verdict * {color:#fff !important}
 .dk-verdict.dk-good {background:#15803d}
 .dk-verdict.dk-bad {background:#b91c1c}
 .dk-verdict-word {font-size:2.1rem; font-weight:800; letter-spacing:.06em; line-height:1.1}
