@@ -137,11 +137,7 @@ class InspectTab:
                 probabilities = gr.Label(
                     label="Class probabilities", num_top_classes=5, visible=False, elem_id="dk-classes"
                 )
-                gr.HTML(
-                    f'<div class="dk-note">Accepted: {", ".join(s[1:] for s in IMAGE_SUFFIXES)}, up to '
-                    f"{self.options.limits.max_megabytes:g} MB. The heat map uses a fixed colour scale; the white "
-                    "outline marks the region at or above the threshold (red: the predicted defect mask).</div>"
-                )
+                legend = gr.HTML(self._legend(default))
             with gr.Column(scale=7):
                 with gr.Row():
                     heat = gr.Image(
@@ -152,7 +148,6 @@ class InspectTab:
                         interactive=False,
                         height=420,
                         format="png",
-                        visible=self._second_label(default) is not None,
                         elem_id="dk-second",
                     )
         with gr.Accordion("Batch: score a folder of images", open=False):
@@ -169,10 +164,8 @@ class InspectTab:
         outputs = [state, heat, second, verdict, probabilities]
         upload.change(self.inspect, [upload, model, threshold], outputs, show_progress="full")
         threshold.change(self.redraw, [state, threshold], [heat, verdict], show_progress="hidden")
-        model.change(self.switch, [model], [threshold, state, heat, second, verdict, probabilities])
-        score_folder.click(
-            self.batch, [folder, model, threshold], [batch_state, table, csv_file, gallery, batch_note]
-        )
+        model.change(self.switch, [model], [threshold, state, heat, second, verdict, probabilities, legend])
+        score_folder.click(self.batch, [folder, model, threshold], [batch_state, table, csv_file, gallery, batch_note])
         threshold.change(
             self.redraw_batch, [batch_state, threshold], [table, csv_file, gallery], show_progress="hidden"
         )
@@ -189,10 +182,23 @@ class InspectTab:
             "info": f"default {inspector.threshold:.4f} ({inspector.threshold_source})",
         }
 
+    def _legend(self, inspector: Inspector) -> str:
+        accepted = (
+            f"Accepted: {', '.join(s[1:] for s in IMAGE_SUFFIXES)}, up to {self.options.limits.max_megabytes:g} MB."
+        )
+        low, high = inspector.heat_range
+        if high is None:
+            scale = "The heat map is the model's attention (blue low, red high, each image's own range); the red "
+            scale += "outline is the predicted defect mask."
+        else:
+            scale = f"Heat-map colours are fixed: blue {low:g}, red {high:.3g} and above (twice the default "
+            scale += "threshold); the white outline marks the region at or above the threshold."
+        return f'<div class="dk-note">{accepted} {scale}</div>'
+
     @staticmethod
-    def _second_label(inspector: Inspector) -> str | None:
+    def _second_label(inspector: Inspector) -> str:
         return {"decodiff": "Reconstruction (deviation-corrected)", "dinov3_multitask": "Predicted defect mask"}.get(
-            inspector.component
+            inspector.component, "Input, as the model sees it"
         )
 
     def switch(self, step_id: str, progress=gr.Progress()):
@@ -203,9 +209,10 @@ class InspectTab:
             gr.Slider(**self._slider(inspector)),
             None,
             None,
-            gr.Image(value=None, label=label, visible=label is not None),
+            gr.Image(value=None, label=label),
             render.message_card("Detector changed: upload an image."),
             gr.Label(value=None, visible=False),
+            self._legend(inspector),
         )
 
     def inspect(self, path: str | None, step_id: str, threshold: float, progress=gr.Progress()):
@@ -248,9 +255,7 @@ class InspectTab:
             except UploadError as exc:
                 refused.append(str(exc))
         if not images:
-            note = render.message_card(
-                f"No readable images ({', '.join(IMAGE_SUFFIXES)}) in the folder.", "error"
-            )
+            note = render.message_card(f"No readable images ({', '.join(IMAGE_SUFFIXES)}) in the folder.", "error")
             return None, None, None, None, note
         inspector = self.inspector(step_id)
         analyses = []
@@ -271,9 +276,7 @@ class InspectTab:
         folder = Path(tempfile.mkdtemp(prefix="defectkit-serve-"))
         csv_path = write_text(folder / "defectkit_scores.csv", render.batch_csv(header, rows))
         ranked = sorted(analyses, key=lambda a: -a.score)[:BATCH_GALLERY]
-        gallery = [
-            (render.overlay(a, threshold, inspector.heat_range), f"{a.name}  {a.score:.3f}") for a in ranked
-        ]
+        gallery = [(render.overlay(a, threshold, inspector.heat_range), f"{a.name}  {a.score:.3f}") for a in ranked]
         return gr.Dataframe(value=rows, headers=header), str(csv_path), gallery
 
 
@@ -313,7 +316,9 @@ class GenerateTab:
                     steps = gr.Number(None, label="Sampling steps", info="empty: the step's", precision=0, minimum=1)
                 with gr.Accordion("ControlNet condition image", open=first.wants_control):
                     control = gr.Image(label="Condition image (edges, depth ...)", type="pil", height=240)
-                with gr.Accordion("Inpainting (DefectFill): a good image and the defect region", open=first.wants_inpainting):
+                with gr.Accordion(
+                    "Inpainting (DefectFill): a good image and the defect region", open=first.wants_inpainting
+                ):
                     editor = gr.ImageEditor(
                         label="Good image: paint the region where the defect should appear",
                         type="pil",
@@ -324,7 +329,9 @@ class GenerateTab:
                     )
                 button = gr.Button("Generate", variant="primary", elem_id="dk-generate")
             with gr.Column(scale=6):
-                output = gr.Image(label="Generated image", interactive=False, height=480, format="png", elem_id="dk-gen-out")
+                output = gr.Image(
+                    label="Generated image", interactive=False, height=480, format="png", elem_id="dk-gen-out"
+                )
                 info = gr.HTML("")
         button.click(
             self.generate,
@@ -426,7 +433,10 @@ def build_runs_tab(servable: Servable) -> None:
         except DefectkitError:
             continue
         gr.Gallery(
-            value=[(str(run.run_dir / rel / r["file"]), f"{r.get('defect_type', '')} seed {r.get('seed', '')}") for r in records[:60]],
+            value=[
+                (str(run.run_dir / rel / r["file"]), f"{r.get('defect_type', '')} seed {r.get('seed', '')}")
+                for r in records[:60]
+            ],
             label=f"Generated images: step {entry.step.dirname}",
             columns=8,
             height=300,
@@ -437,7 +447,7 @@ def build_runs_tab(servable: Servable) -> None:
         url = _file_url(run.report)
         gr.HTML(
             f'<div class="dk-note"><a href="{url}" target="_blank" rel="noopener">Open report.html in a new tab</a>'
-            f"</div><iframe class=\"dk-report\" src=\"{url}\" title=\"report\"></iframe>",
+            f'</div><iframe class="dk-report" src="{url}" title="report"></iframe>',
             elem_id="dk-report",
         )
     else:

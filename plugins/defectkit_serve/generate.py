@@ -59,12 +59,16 @@ def find_generators(run: RunInfo) -> tuple[list[GeneratorStep], list[str]]:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            notes.append(f"step {step.dirname}: the installed {step.component} rejects the run's option {where}: {first['msg']}")
+            notes.append(
+                f"step {step.dirname}: the installed {step.component} rejects the run's option {where}: {first['msg']}"
+            )
             continue
         if callable(getattr(generator, "open_session", None)):
             found.append(GeneratorStep(step, generator))
         else:
-            notes.append(f"step {step.dirname}: generator {step.component} offers no interactive session (open_session)")
+            notes.append(
+                f"step {step.dirname}: generator {step.component} offers no interactive session (open_session)"
+            )
     return found, notes
 
 

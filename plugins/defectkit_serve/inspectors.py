@@ -182,9 +182,7 @@ class PatchKNNInspector(Inspector):
             scored = self.model.score(to_tensor(raw), config.blur_sigma, config.image_score, config.reweight_neighbors)
             maps = scored.maps.float().cpu().numpy()
             for j in range(len(chunk)):
-                results.append(
-                    Analysis(names[start + j], raw[j], float(scored.image_scores[j]), heatmap=maps[j])
-                )
+                results.append(Analysis(names[start + j], raw[j], float(scored.image_scores[j]), heatmap=maps[j]))
         return results
 
 
@@ -213,7 +211,6 @@ class Dinov3Inspector(Inspector):
     @torch.no_grad()
     def analyse(self, images: Sequence[Image.Image], names: Sequence[str]) -> list[Analysis]:
         import torch.nn.functional as F
-
         from defectkit_dinov3.predict import predict_batch, to_prediction
 
         size = self.loaded.image_size

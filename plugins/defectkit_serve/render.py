@@ -29,9 +29,7 @@ def _upscale(array: np.ndarray, size: int, resample: Image.Resampling) -> np.nda
 def _outline(region: np.ndarray) -> np.ndarray:
     """The pixels of ``region`` that touch a pixel outside it (a one-pixel contour)."""
     padded = np.pad(region, 1, mode="edge")
-    inner = (
-        padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:] & padded[1:-1, 1:-1]
-    )
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:] & padded[1:-1, 1:-1]
     return region & ~inner
 
 
@@ -62,15 +60,15 @@ def overlay(analysis: Analysis, threshold: float, heat_range: tuple[float, float
     return np.clip(blended, 0, 255).astype(np.uint8)
 
 
-def second_picture(analysis: Analysis) -> np.ndarray | None:
-    """DeCo-Diff's reconstruction, or the DINOv3 predicted mask over the image."""
+def second_picture(analysis: Analysis) -> np.ndarray:
+    """DeCo-Diff's reconstruction, the DINOv3 predicted mask over the image, or else the input itself."""
     if analysis.reconstruction is not None:
         return _upscale(analysis.reconstruction, DISPLAY_SIZE, Image.Resampling.BILINEAR)
     if analysis.mask is not None:
         image = analysis.image.astype(np.float32)
         image[analysis.mask] = 0.45 * image[analysis.mask] + 0.55 * np.array([255.0, 40.0, 40.0])
         return _upscale(image.astype(np.uint8), DISPLAY_SIZE, Image.Resampling.NEAREST)
-    return None
+    return _upscale(analysis.image, DISPLAY_SIZE, Image.Resampling.BILINEAR)
 
 
 def verdict_card(analysis: Analysis, threshold: float, score_name: str) -> str:

@@ -23,7 +23,11 @@ PATCHKNN_RECIPE = {
     "version": 1,
     "name": "serve-patchknn",
     "device": "cpu",
-    "data": {"format": "synthetic", "category": "carpet", "with": {"kind": "mvtec", "size": 64, "n_train": 8, "n_test": 2}},
+    "data": {
+        "format": "synthetic",
+        "category": "carpet",
+        "with": {"kind": "mvtec", "size": 64, "n_train": 8, "n_test": 2},
+    },
     "steps": [
         {"train": {"use": "patch_knn", "with": {"weights": None, "image_size": 64, "layers": ["layer2"]}}},
         {"detect": {"use": "patch_knn", "with": {"blur_sigma": 2.0}}},
