@@ -79,8 +79,18 @@ class SessionlessGenerator(FakeGenerator):
 @hookimpl
 def defectkit_generators() -> list[Component]:
     return [
-        Component(kind="generator", name="fake_paint", factory=f"{__name__}:FakeGenerator",
-                  config=f"{__name__}:FakeConfig", summary="test generator with a session"),  # fmt: skip
-        Component(kind="generator", name="fake_batch_only", factory=f"{__name__}:SessionlessGenerator",
-                  config=f"{__name__}:FakeConfig", summary="test generator without a session"),  # fmt: skip
+        Component(
+            kind="generator",
+            name="fake_paint",
+            factory=f"{__name__}:FakeGenerator",
+            config=f"{__name__}:FakeConfig",
+            summary="test generator with a session",
+        ),  # fmt: skip
+        Component(
+            kind="generator",
+            name="fake_batch_only",
+            factory=f"{__name__}:SessionlessGenerator",
+            config=f"{__name__}:FakeConfig",
+            summary="test generator without a session",
+        ),  # fmt: skip
     ]

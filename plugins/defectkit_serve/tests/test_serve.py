@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from defectkit.cli import main
-from defectkit.errors import DefectkitError
 from defectkit.testing import check_plugin_light, run_recipe_dict
 from defectkit_serve import inspectors
 from defectkit_serve.app import InspectTab, ServeOptions, _editor_image_and_mask, build_app, find_servable
@@ -156,7 +155,10 @@ def test_dinov3_run_shows_class_probabilities_and_mask(tmp_path):
     from defectkit_dinov3.tests.test_recipe import recipe
     from defectkit_dinov3.tests.tiny import tiny_train_options
 
-    steps = [{"train": {"use": "dinov3_multitask", "with": tiny_train_options()}}, {"detect": {"use": "dinov3_multitask"}}]
+    steps = [
+        {"train": {"use": "dinov3_multitask", "with": tiny_train_options()}},
+        {"detect": {"use": "dinov3_multitask"}},
+    ]
     run_dir = run_recipe_dict(recipe(steps, n_train=2, n_test=1), tmp_path / "run")
     servable = find_servable(run_dir)
     tab = InspectTab(servable, ServeOptions(device="cpu"))
