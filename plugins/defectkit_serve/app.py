@@ -503,17 +503,19 @@ def launch(
     host: str = "127.0.0.1",
     port: int | None = None,
     share: bool = False,
-    block: bool = True,
 ):
-    """Start the server (``block=False``: in a background thread, for tests). Returns gradio's (app, url, share)."""
+    """Start the server in a background thread; returns gradio's ``(app, local_url, share_url)``.
+
+    ``demo.block_thread()`` then waits for Ctrl-C (the CLI); a test calls ``demo.close()`` instead.
+    """
     return demo.launch(
         server_name=host,
         server_port=port,
         share=share,
         max_file_size=options.limits.max_bytes,
         allowed_paths=served_files(servable),
-        prevent_thread_lock=not block,
-        quiet=not block,
+        prevent_thread_lock=True,
+        quiet=True,  # the CLI prints its own lines: gradio's mention `launch(share=True)`, not --share
         footer_links=["settings"],
         theme=gr.themes.Soft(primary_hue="blue", neutral_hue="slate"),
         css=CSS,
@@ -521,9 +523,4 @@ def launch(
     )
 
 
-def serve(run_dir: str | Path, options: ServeOptions, **launch_options) -> None:
-    servable = find_servable(run_dir)
-    launch(build_app(servable, options), servable, options, **launch_options)
-
-
-__all__ = ["ServeOptions", "Servable", "build_app", "find_servable", "launch", "read_run", "serve"]
+__all__ = ["ServeOptions", "Servable", "build_app", "find_servable", "launch", "read_run"]

@@ -43,4 +43,20 @@ def serve_command(run_dir: Path, host: str, port: int | None, share: bool, devic
     demo = build_app(servable, options)
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"defectkit serve: listening on {host}: anyone who can reach this machine can use the UI")
-    launch(demo, servable, options, host=host, port=port, share=share)
+    try:
+        _, url, share_url = launch(demo, servable, options, host=host, port=port, share=share)
+    except OSError as exc:  # gradio's "Cannot find empty port", an address that is not this machine's
+        from defectkit.errors import DefectkitError
+
+        where = f"{host}:{port}" if port else f"{host} (ports 7860 to 7959)"
+        problem = "the port is in use" if "empty port" in str(exc) else str(exc)
+        raise DefectkitError(
+            f"defectkit serve: cannot listen on {where}: {problem}; pass another --port or --host"
+        ) from None
+    click.echo(f"defectkit serve: {url}  (Ctrl-C to stop)")
+    if share_url:
+        click.echo(f"defectkit serve: public link {share_url} (valid for a week; anyone with it can use the UI)")
+    try:
+        demo.block_thread()
+    finally:
+        demo.close()

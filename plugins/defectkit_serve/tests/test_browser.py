@@ -29,7 +29,7 @@ def served(patchknn_run):
     options = ServeOptions(device="cpu")
     servable = find_servable(patchknn_run)
     demo = build_app(servable, options)
-    _, url, share_url = launch(demo, servable, options, port=free_port(), block=False)
+    _, url, share_url = launch(demo, servable, options, port=free_port())
     assert url.startswith("http://127.0.0.1:") and share_url is None  # local only, no public link by default
     yield url
     demo.close()
