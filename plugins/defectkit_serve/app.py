@@ -47,6 +47,7 @@ CSS = """
 .dk-card.dk-error {border:1px solid #b91c1c; background:#fef2f2; color:#7f1d1d}
 .dk-card-title {font-weight:700; margin-bottom:.25rem}
 .dk-note {color:var(--body-text-color-subdued); font-size:.88rem}
+#dk-gen-out img {width:100%; height:100%; object-fit:contain}
 .dk-report {width:100%; height:760px; border:1px solid var(--border-color-primary); border-radius:8px}
 """
 
@@ -197,7 +198,7 @@ class InspectTab:
 
     @staticmethod
     def _second_label(inspector: Inspector) -> str:
-        return {"decodiff": "Reconstruction (deviation-corrected)", "dinov3_multitask": "Predicted defect mask"}.get(
+        return {"decodiff": "Reconstruction", "dinov3_multitask": "Predicted defect mask"}.get(
             inspector.component, "Input, as the model sees it"
         )
 
@@ -312,8 +313,9 @@ class GenerateTab:
                 negative = gr.Textbox(label="Negative prompt", placeholder="empty: the generator's default")
                 with gr.Row():
                     seed = gr.Number(0, label="Seed", precision=0, minimum=0)
-                    guidance = gr.Number(None, label="Guidance scale", info="empty: the step's", minimum=0)
-                    steps = gr.Number(None, label="Sampling steps", info="empty: the step's", precision=0, minimum=1)
+                    # 0 stands for "the step's own value": gradio's Number sends 0 for an empty box
+                    guidance = gr.Number(0, label="Guidance scale", info="0: the step's", minimum=0)
+                    steps = gr.Number(0, label="Sampling steps", info="0: the step's", precision=0, minimum=0)
                 with gr.Accordion("ControlNet condition image", open=first.wants_control):
                     control = gr.Image(label="Condition image (edges, depth ...)", type="pil", height=240)
                 with gr.Accordion(
@@ -369,8 +371,8 @@ class GenerateTab:
                 prompt=prompt.strip() or None,
                 negative_prompt=negative.strip() or None,
                 seed=int(seed or 0),
-                guidance=None if guidance is None else float(guidance),
-                steps=None if steps is None else int(steps),
+                guidance=float(guidance) if guidance else None,
+                steps=int(steps) if steps else None,
                 control_image=control,
                 image=image,
                 mask=mask,

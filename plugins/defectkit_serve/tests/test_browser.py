@@ -29,8 +29,9 @@ def served(patchknn_run):
     options = ServeOptions(device="cpu")
     servable = find_servable(patchknn_run)
     demo = build_app(servable, options)
-    _, url, share_url = launch(demo, servable, options, port=free_port())
+    app, url, share_url = launch(demo, servable, options, port=free_port())
     assert url.startswith("http://127.0.0.1:") and share_url is None  # local only, no public link by default
+    assert app.get_blocks().max_file_size == options.limits.max_bytes  # gradio refuses bigger uploads itself
     yield url
     demo.close()
 
@@ -89,3 +90,29 @@ def test_upload_score_threshold_verdict(served, page, carpet_images, tmp_path):
     shot = tmp_path / "serve_run_tab.png"
     page.screenshot(path=str(shot), full_page=True)
     keep_artifact(shot)
+
+
+def test_generate_tab_in_the_browser(register_plugin, page, tmp_path):
+    from defectkit.testing import run_recipe_dict
+    from defectkit_serve.tests import fake_generator
+
+    register_plugin(fake_generator, "fake-generators")
+    recipe = {"version": 1, "name": "gen", "steps": [{"generate": {"use": "fake_paint", "with": {"size": 64}}}]}
+    run_dir = run_recipe_dict(recipe, tmp_path / "run")
+    options = ServeOptions(device="cpu")
+    servable = find_servable(run_dir)
+    demo = build_app(servable, options)
+    _, url, _ = launch(demo, servable, options, port=free_port())
+    try:
+        page.goto(url)
+        page.get_by_role("tab", name="Generate").click()  # no detect step: Generate is the first tab anyway
+        page.locator("#dk-gen-label input").fill("stain")
+        page.locator("#dk-gen-label input").press("Enter")
+        page.locator("#dk-generate").click()
+        page.locator("#dk-gen-out img").wait_for(timeout=30_000)
+        page.get_by_text("fake_paint: stain, seed 0").wait_for(timeout=10_000)
+        shot = tmp_path / "serve_generate.png"
+        page.screenshot(path=str(shot), full_page=True)
+        keep_artifact(shot)
+    finally:
+        demo.close()
