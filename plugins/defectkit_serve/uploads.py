@@ -10,7 +10,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from defectkit.errors import DefectkitError
 
@@ -66,5 +66,10 @@ def open_upload(path: str | Path, limits: UploadLimits) -> Image.Image:
                 return image.convert("RGB")  # decodes every pixel: a truncated file fails here
     except UploadError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UploadError(f"{name}: cannot be read as an image ({exc}); upload a valid image file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UploadError(f"{name}: too many pixels to decode safely; downscale it first") from None
+    except UnidentifiedImageError:
+        reason = "not an image file, or a format Pillow cannot decode"
+    except (OSError, SyntaxError, ValueError):
+        reason = "the file is damaged or truncated"
+    raise UploadError(f"{name}: cannot be read as an image ({reason}); upload a valid image file")

@@ -63,10 +63,10 @@ def test_upload_checks_name_the_file_and_the_problem(tmp_path):
         open_upload(write(tmp_path / "report.pdf", b"%PDF"), limits)
     with pytest.raises(UploadError, match=r"big\.png: .* MB is over the 0\.0019\d* MB upload limit"):
         open_upload(write(tmp_path / "big.png", b"x" * 3000), limits)
-    with pytest.raises(UploadError, match=r"notes\.jpg: cannot be read as an image"):
+    with pytest.raises(UploadError, match=r"notes\.jpg: cannot be read as an image \(not an image file"):
         open_upload(write(tmp_path / "notes.jpg", b"hello"), limits)
     truncated = write(tmp_path / "cut.png", good.read_bytes()[:-30])
-    with pytest.raises(UploadError, match=r"cut\.png: cannot be read as an image"):
+    with pytest.raises(UploadError, match=r"cut\.png: cannot be read as an image \(the file is damaged or truncated\)"):
         open_upload(truncated, limits)
     wide = tmp_path / "wide.png"
     Image.new("L", (4000, 20)).save(wide)
@@ -228,3 +228,29 @@ def test_editor_without_paint_gives_no_mask():
     assert _editor_image_and_mask(None) == (None, None)
     image, mask = _editor_image_and_mask({"background": Image.new("RGB", (4, 4)), "layers": [], "composite": None})
     assert image.size == (4, 4) and mask is None
+
+
+def test_cli_listens_locally_without_a_share_link_unless_asked(patchknn_run, monkeypatch, capsys):
+    import gradio as gr
+
+    from defectkit_serve import app
+
+    launched = []
+
+    def fake_launch(demo, servable, options, host, port, share):
+        launched.append({"host": host, "port": port, "share": share, "max_bytes": options.limits.max_bytes})
+        return None, f"http://{host}:{port or 7860}/", "https://example.gradio.live" if share else None
+
+    monkeypatch.setattr(app, "launch", fake_launch)
+    monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: None)
+    for args in ([], ["--host", "0.0.0.0", "--port", "8080", "--share", "--max-upload-mb", "2"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["serve", str(patchknn_run), "--device", "cpu", *args])
+        assert exit_info.value.code == 0
+    assert launched == [
+        {"host": "127.0.0.1", "port": None, "share": False, "max_bytes": 20 * 1024 * 1024},
+        {"host": "0.0.0.0", "port": 8080, "share": True, "max_bytes": 2 * 1024 * 1024},
+    ]
+    printed = capsys.readouterr().out
+    assert "defectkit serve: http://127.0.0.1:7860/" in printed
+    assert "anyone who can reach this machine can use the UI" in printed and "public link https://example" in printed
