@@ -65,9 +65,11 @@ def test_upload_checks_name_the_file_and_the_problem(tmp_path):
         open_upload(write(tmp_path / "big.png", b"x" * 3000), limits)
     with pytest.raises(UploadError, match=r"notes\.jpg: cannot be read as an image \(not an image file"):
         open_upload(write(tmp_path / "notes.jpg", b"hello"), limits)
-    truncated = write(tmp_path / "cut.png", good.read_bytes()[:-30])
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(noise)
+    truncated = write(tmp_path / "cut.png", noise.read_bytes()[:-2000])
     with pytest.raises(UploadError, match=r"cut\.png: cannot be read as an image \(the file is damaged or truncated\)"):
-        open_upload(truncated, limits)
+        open_upload(truncated, UploadLimits())
     wide = tmp_path / "wide.png"
     Image.new("L", (4000, 20)).save(wide)
     with pytest.raises(UploadError, match=r"wide\.png: 4000 x 20 pixels is over the limit"):
