@@ -164,11 +164,18 @@ class InspectTab:
 
         outputs = [state, heat, second, verdict, probabilities]
         upload.change(self.inspect, [upload, model, threshold], outputs, show_progress="full")
-        threshold.change(self.redraw, [state, threshold], [heat, verdict], show_progress="hidden")
+        # no model runs on a threshold move: it never waits behind another user's model request
+        threshold.change(
+            self.redraw, [state, threshold], [heat, verdict], show_progress="hidden", concurrency_limit=None
+        )
         model.change(self.switch, [model], [threshold, state, heat, second, verdict, probabilities, legend])
         score_folder.click(self.batch, [folder, model, threshold], [batch_state, table, csv_file, gallery, batch_note])
         threshold.change(
-            self.redraw_batch, [batch_state, threshold], [table, csv_file, gallery], show_progress="hidden"
+            self.redraw_batch,
+            [batch_state, threshold],
+            [table, csv_file, gallery],
+            show_progress="hidden",
+            concurrency_limit=None,
         )
 
     @staticmethod

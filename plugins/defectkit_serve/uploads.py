@@ -63,7 +63,9 @@ def open_upload(path: str | Path, limits: UploadLimits) -> Image.Image:
                     )
                 probe.verify()  # the structure (chunks, checksums) before a full decode
             with Image.open(path) as image:
-                return image.convert("RGB")  # decodes every pixel: a truncated file fails here
+                # decodes every pixel (a truncated file fails here); the same conversion as the dataset
+                # readers (defectkit.data.sample.read_image), so the model sees what it saw in training
+                return image.convert("RGB")
     except UploadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
