@@ -262,6 +262,7 @@ class ModelCache:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self.loads = 0
 
 
 MODELS = ModelCache()
