@@ -142,7 +142,11 @@ class InspectTab:
             with gr.Column(scale=7):
                 with gr.Row():
                     heat = gr.Image(
-                        label="Anomaly heat map", interactive=False, height=420, format="png", elem_id="dk-overlay"
+                        label=self._heat_label(default),
+                        interactive=False,
+                        height=420,
+                        format="png",
+                        elem_id="dk-overlay",
                     )
                     second = gr.Image(
                         label=self._second_label(default),
@@ -204,6 +208,10 @@ class InspectTab:
         return f'<div class="dk-note">{accepted} {scale}</div>'
 
     @staticmethod
+    def _heat_label(inspector: Inspector) -> str:
+        return "Attention, predicted mask outlined" if inspector.heat_range[1] is None else "Anomaly heat map"
+
+    @staticmethod
     def _second_label(inspector: Inspector) -> str:
         return {"decodiff": "Reconstruction", "dinov3_multitask": "Predicted defect mask"}.get(
             inspector.component, "Input, as the model sees it"
@@ -216,7 +224,7 @@ class InspectTab:
         return (
             gr.Slider(**self._slider(inspector)),
             None,
-            None,
+            gr.Image(value=None, label=self._heat_label(inspector)),
             gr.Image(value=None, label=label),
             render.message_card("Detector changed: upload an image."),
             gr.Label(value=None, visible=False),
