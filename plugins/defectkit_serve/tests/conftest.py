@@ -31,6 +31,7 @@ PATCHKNN_RECIPE = {
     "steps": [
         {"train": {"use": "patch_knn", "with": {"weights": None, "image_size": 64, "layers": ["layer2"]}}},
         {"detect": {"use": "patch_knn", "with": {"blur_sigma": 2.0}}},
+        {"detect": {"id": "detect_patchcore", "use": "patch_knn", "with": {"image_score": "patchcore", "overlays": 0}}},
         {"evaluate": {"use": ["detection"]}},
         {"report": {"with": {"title": "serve test"}}},
     ],

@@ -78,7 +78,13 @@ def test_upload_checks_name_the_file_and_the_problem(tmp_path):
 
 def test_read_run_finds_steps_options_and_artifacts(patchknn_run):
     run = read_run(patchknn_run)
-    assert [s.dirname for s in run.steps] == ["01_train", "02_detect", "03_evaluate", "04_report"]
+    assert [s.dirname for s in run.steps] == [
+        "01_train",
+        "02_detect",
+        "03_detect_patchcore",
+        "04_evaluate",
+        "05_report",
+    ]
     detect = run.detect_steps()[0]
     assert detect.component == "patch_knn" and detect.options["blur_sigma"] == 2.0
     assert run.artifact_for(detect, "checkpoint") == patchknn_run.absolute() / "01_train" / "memory_bank.safetensors"
@@ -256,3 +262,15 @@ def test_cli_listens_locally_without_a_share_link_unless_asked(patchknn_run, mon
     printed = capsys.readouterr().out
     assert "defectkit serve: http://127.0.0.1:7860/" in printed
     assert "anyone who can reach this machine can use the UI" in printed and "public link https://example" in printed
+
+
+def test_a_second_detect_step_is_a_choice_with_its_own_threshold(patchknn_run):
+    MODELS.clear()
+    servable = find_servable(patchknn_run)
+    assert [s.id for s in servable.detect_steps] == ["detect", "detect_patchcore"]
+    tab = InspectTab(servable, ServeOptions(device="cpu"))
+    first, second = tab.inspector("detect"), tab.inspector("detect_patchcore")
+    assert first is not second and first.threshold != second.threshold
+    slider, state, *_ = tab.switch("detect_patchcore")
+    assert slider.value == pytest.approx(second.threshold, abs=1e-6) and state is None
+    assert MODELS.loads == 2
