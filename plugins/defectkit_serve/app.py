@@ -110,16 +110,16 @@ class InspectTab:
         default = self.inspector(first.id)  # loaded now: the first request must not wait for it
         state = gr.State(None)
         choices = [(_step_label(s), s.id) for s in self.steps.values()]
-        model = gr.Dropdown(
-            choices=choices,
-            value=first.id,
-            label="Detector",
-            info="the run's detect steps",
-            visible=len(choices) > 1,
-            elem_id="dk-model",
-        )
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=320):
+                model = gr.Dropdown(
+                    choices=choices,
+                    value=first.id,
+                    label="Detector",
+                    info="the run's detect steps",
+                    visible=len(choices) > 1,
+                    elem_id="dk-model",
+                )
                 upload = gr.File(
                     label="Image to inspect",
                     file_count="single",
