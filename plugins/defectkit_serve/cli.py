@@ -38,6 +38,7 @@ def serve_command(run_dir: Path, host: str, port: int | None, share: bool, devic
     from defectkit_serve.uploads import UploadLimits
 
     servable = find_servable(run_dir)  # a folder that is not a run: one line, exit 2, before any model loads
+    check_device(device)
     options = ServeOptions(device=device, limits=UploadLimits(max_bytes=int(max_upload_mb * 1024 * 1024)))
     click.echo(f"defectkit serve: loading {servable.run.run_dir} ...")
     demo = build_app(servable, options)
@@ -60,3 +61,21 @@ def serve_command(run_dir: Path, host: str, port: int | None, share: bool, devic
         demo.block_thread()
     finally:
         demo.close()
+
+
+def check_device(device: str) -> None:
+    """A device this machine has, or one clear line (not a CUDA traceback at the first model load)."""
+    import torch
+
+    from defectkit.errors import DefectkitError
+
+    if device == "auto" or device == "cpu":
+        return
+    try:
+        wanted = torch.device(device)
+    except RuntimeError:
+        raise DefectkitError(f"--device {device}: not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if wanted.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (wanted.index or 0) >= count:
+            raise DefectkitError(f"--device {device}: this machine has {count} CUDA device(s); use auto or cpu")

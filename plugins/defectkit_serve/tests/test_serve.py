@@ -274,3 +274,10 @@ def test_a_second_detect_step_is_a_choice_with_its_own_threshold(patchknn_run):
     slider, state, *_ = tab.switch("detect_patchcore")
     assert slider.value == pytest.approx(second.threshold, abs=1e-6) and state is None
     assert MODELS.loads == 2
+
+
+def test_cli_refuses_a_device_the_machine_lacks(patchknn_run, capsys):
+    line = cli_error(["serve", str(patchknn_run), "--device", "cuda:7"], capsys)
+    assert line.startswith("defectkit: error: --device cuda:7: this machine has") and "use auto or cpu" in line
+    line = cli_error(["serve", str(patchknn_run), "--device", "gpu"], capsys)
+    assert "--device gpu: not a torch device" in line
