@@ -79,6 +79,14 @@ class AnomalyScorer:
     @torch.no_grad()
     def score(self, images: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images in [-1, 1] ``[B, 3, H, W]`` -> maps ``[B, H, W]`` and image scores (map maxima) ``[B]``."""
+        maps, scores, _ = self.score_with_reconstruction(images, classes)
+        return maps, scores
+
+    @torch.no_grad()
+    def score_with_reconstruction(
+        self, images: torch.Tensor, classes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`score` plus the deviation-corrected reconstruction ``[B, 3, H, W]`` in [-1, 1] (the web UI shows it)."""
         config = self.config
         autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -100,7 +108,7 @@ class AnomalyScorer:
         maps = geometric_maps(images, reconstructed.float(), latents.float(), corrected.float(), self.settings)
         if gate is not None:
             maps = fuse_gate(maps, gate, self.settings)
-        return maps, maps.flatten(1).amax(dim=1)
+        return maps, maps.flatten(1).amax(dim=1), reconstructed.float()
 
 
 def choose_threshold(labels: list[int], scores: list[float], percentile: float) -> dict:

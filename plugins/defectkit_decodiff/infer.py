@@ -69,6 +69,21 @@ def _output_names(images: list[Path]) -> list[str]:
     return [f"{p.parent.name}_{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in images]
 
 
+def load_run_scorer(
+    run_dir: Path, category: str | None = None, device: str = "auto", step: Path | None = None
+) -> tuple[AnomalyScorer, dict]:
+    """The scorer of a finished run's detect ``step`` (default: the last) and its saved ``threshold.json``."""
+    step = step or find_detect_step(run_dir)
+    saved = read_json(step / THRESHOLD_FILE)
+    options = dict(saved["detect_options"])
+    if category is not None:
+        options["category"] = category
+    config = DecoDiffDetectConfig(**options)
+    torch_device = _device(device)
+    scorer = AnomalyScorer(load_checkpoint(run_dir / saved["checkpoint"], torch_device), config, torch_device)
+    return scorer, saved
+
+
 def detect_images(
     run_dir: Path,
     inputs: list[Path],
@@ -78,14 +93,8 @@ def detect_images(
     device: str = "auto",
 ) -> list[Verdict]:
     """Score ``inputs`` with the run's checkpoint and detect options; write overlays, maps and ``scores.csv``."""
-    step = find_detect_step(run_dir)
-    saved = read_json(step / THRESHOLD_FILE)
-    options = dict(saved["detect_options"])
-    if category is not None:
-        options["category"] = category
-    config = DecoDiffDetectConfig(**options)
-    torch_device = _device(device)
-    scorer = AnomalyScorer(load_checkpoint(run_dir / saved["checkpoint"], torch_device), config, torch_device)
+    scorer, saved = load_run_scorer(run_dir, category, device)
+    torch_device, config = scorer.device, scorer.config
     limit = float(saved["threshold"] if threshold is None else threshold)
     model = scorer.checkpoint.config
 

@@ -1,0 +1,283 @@
+"""defectkit serve without a browser: the run reader, upload checks, inspectors, the model cache, batch CSV,
+the Generate back end with a fake generator, and the CLI's errors."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from defectkit.cli import main
+from defectkit.testing import check_plugin_light, run_recipe_dict
+from defectkit_serve import inspectors
+from defectkit_serve.app import InspectTab, ServeOptions, _editor_image_and_mask, build_app, find_servable
+from defectkit_serve.inspectors import MODELS, get_inspector
+from defectkit_serve.runinfo import read_run
+from defectkit_serve.tests import fake_generator
+from defectkit_serve.uploads import UploadError, UploadLimits, open_upload
+
+
+def test_hooks_are_light():
+    check_plugin_light("defectkit_serve.hooks")
+
+
+def cli_error(args, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    line = cli_error(["serve", str(tmp_path / "photos")], capsys)
+    assert "not a defectkit run directory (no recipe.resolved.yaml)" in line and "photos" in line
+
+
+def test_cli_refuses_a_run_with_nothing_to_serve(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "01_train").mkdir(parents=True)
+    (run / "recipe.resolved.yaml").write_text("name: x\nsteps:\n  - train: {use: patch_knn, with: {}}\n")
+    (run / "01_train" / "manifest.json").write_text(
+        json.dumps({"id": "train", "kind": "train", "status": "done", "components": [{"name": "patch_knn"}]})
+    )
+    line = cli_error(["serve", str(run)], capsys)
+    assert "nothing to serve" in line and "01_train (train: patch_knn)" in line
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_upload_checks_name_the_file_and_the_problem(tmp_path):
+    limits = UploadLimits(max_bytes=2000)
+    good = tmp_path / "part.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(good)
+    assert open_upload(good, limits).size == (8, 8)
+    with pytest.raises(UploadError, match=r"report\.pdf: not an accepted image type; upload one of PNG, JPG"):
+        open_upload(write(tmp_path / "report.pdf", b"%PDF"), limits)
+    with pytest.raises(UploadError, match=r"big\.png: .* MB is over the 0\.0019\d* MB upload limit"):
+        open_upload(write(tmp_path / "big.png", b"x" * 3000), limits)
+    with pytest.raises(UploadError, match=r"notes\.jpg: cannot be read as an image \(not an image file"):
+        open_upload(write(tmp_path / "notes.jpg", b"hello"), limits)
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(noise)
+    truncated = write(tmp_path / "cut.png", noise.read_bytes()[:-2000])
+    with pytest.raises(UploadError, match=r"cut\.png: cannot be read as an image \(the file is damaged or truncated\)"):
+        open_upload(truncated, UploadLimits())
+    wide = tmp_path / "wide.png"
+    Image.new("L", (4000, 20)).save(wide)
+    with pytest.raises(UploadError, match=r"wide\.png: 4000 x 20 pixels is over the limit"):
+        open_upload(wide, UploadLimits(max_pixels=10_000))
+
+
+def test_read_run_finds_steps_options_and_artifacts(patchknn_run):
+    run = read_run(patchknn_run)
+    assert [s.dirname for s in run.steps] == [
+        "01_train",
+        "02_detect",
+        "03_detect_patchcore",
+        "04_evaluate",
+        "05_report",
+    ]
+    detect = run.detect_steps()[0]
+    assert detect.component == "patch_knn" and detect.options["blur_sigma"] == 2.0
+    assert run.artifact_for(detect, "checkpoint") == patchknn_run.absolute() / "01_train" / "memory_bank.safetensors"
+    assert run.report is not None and "image_auroc" in run.metrics["evaluate"]
+
+
+def test_patchknn_inspector_is_loaded_once_and_the_threshold_needs_no_model(patchknn_run, carpet_images, monkeypatch):
+    MODELS.clear()
+    servable = find_servable(patchknn_run)
+    tab = InspectTab(servable, ServeOptions(device="cpu"))
+    step_id = servable.detect_steps[0].id
+    good = carpet_images / "carpet" / "test" / "good" / "000.png"
+    defect = next((carpet_images / "carpet" / "test").glob("[!g]*/000.png"))
+
+    calls = []
+    analyse = inspectors.PatchKNNInspector.analyse
+    monkeypatch.setattr(inspectors.PatchKNNInspector, "analyse", lambda s, *a: calls.append(a) or analyse(s, *a))
+    inspector = tab.inspector(step_id)
+    low, high = inspector.score_range
+    assert low <= inspector.threshold <= high and "f1_adaptive" in inspector.threshold_source
+
+    state, heat, second, verdict, _ = tab.inspect(str(defect), step_id, inspector.threshold)
+    state_good, *_ = tab.inspect(str(good), step_id, inspector.threshold)
+    analysis = state["analysis"]
+    assert heat.shape == (448, 448, 3) and second.shape == (448, 448, 3)
+    assert f"{analysis.score:.4f}" in verdict
+    print(f"patch_knn scores: defect {analysis.score:.3f}, good {state_good['analysis'].score:.3f}")
+
+    # the verdict follows the threshold; no model call, no reload
+    _, above = tab.redraw(state, analysis.score + 1e-3)
+    _, at = tab.redraw(state, analysis.score)
+    assert 'data-verdict="normal"' in above and 'data-verdict="anomalous"' in at
+    assert len(calls) == 2 and MODELS.loads == 1
+    assert get_inspector(servable.run, servable.detect_steps[0], "cpu") is inspector
+
+
+def test_batch_scores_a_folder_into_a_csv_that_follows_the_threshold(patchknn_run, carpet_images, tmp_path):
+    servable = find_servable(patchknn_run)
+    tab = InspectTab(servable, ServeOptions(device="cpu"))
+    step_id = servable.detect_steps[0].id
+    folder = [str(p) for p in (carpet_images / "carpet" / "test").rglob("*.png")]
+    junk = write(tmp_path / "broken.png", b"garbage")
+    state, table, csv_path, gallery, note = tab.batch([*folder, str(junk), str(tmp_path / "readme.txt")], step_id, 0.0)
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(folder) and all(r["verdict"] == "anomalous" for r in rows)  # threshold 0: all flagged
+    assert "Skipped 1: broken.png: cannot be read as an image" in note
+    assert len(gallery) == len(folder)
+    scores = sorted(float(r["anomaly_score"]) for r in rows)
+    middle = (scores[0] + scores[-1]) / 2
+    _, csv_path, _ = tab.redraw_batch(state, middle)
+    with open(csv_path, newline="") as handle:
+        verdicts = [(float(r["anomaly_score"]) >= middle, r["verdict"]) for r in csv.DictReader(handle)]
+    assert {v for v in verdicts} == {(True, "anomalous"), (False, "normal")}
+
+
+def test_decodiff_run_shows_category_and_reconstruction(tmp_path, carpet_images):
+    from defectkit_decodiff.tests.test_recipe import full, recipe
+
+    steps = full(train={"classifier_steps": 30})[:2]
+    run_dir = run_recipe_dict(recipe(steps, category=["carpet", "bottle"], n_test=1), tmp_path / "run")
+    servable = find_servable(run_dir)
+    tab = InspectTab(servable, ServeOptions(device="cpu"))
+    inspector = tab.inspector(servable.detect_steps[0].id)
+    assert inspector.threshold_source.startswith("percentile_99_of_normal")
+    image = Image.open(next((carpet_images / "carpet" / "test").glob("[!g]*/000.png")))
+    analysis = inspector.analyse([image], ["x.png"])[0]
+    assert analysis.category in ("carpet", "bottle") and analysis.category_source.startswith("recognised")
+    assert analysis.reconstruction.shape == analysis.image.shape == (32, 32, 3)
+    assert analysis.heatmap.shape == (32, 32) and analysis.score == pytest.approx(float(analysis.heatmap.max()))
+    card = __import__("defectkit_serve.render", fromlist=["verdict_card"]).verdict_card(analysis, 0.0, "anomaly score")
+    assert f"category <b>{analysis.category}</b>" in card
+
+
+def test_dinov3_run_shows_class_probabilities_and_mask(tmp_path):
+    from defectkit_dinov3.tests.test_recipe import recipe
+    from defectkit_dinov3.tests.tiny import tiny_train_options
+
+    steps = [
+        {"train": {"use": "dinov3_multitask", "with": tiny_train_options()}},
+        {"detect": {"use": "dinov3_multitask"}},
+    ]
+    run_dir = run_recipe_dict(recipe(steps, n_train=2, n_test=1), tmp_path / "run")
+    servable = find_servable(run_dir)
+    tab = InspectTab(servable, ServeOptions(device="cpu"))
+    step_id = servable.detect_steps[0].id
+    picture = tmp_path / "steel.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)).save(picture)
+    state, heat, second, verdict, probabilities = tab.inspect(str(picture), step_id, 0.5)
+    analysis = state["analysis"]
+    assert set(analysis.probabilities) == set(tab.inspector(step_id).loaded.classes)
+    assert sum(analysis.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    assert analysis.mask.shape == (32, 32) and 0 <= analysis.score <= 1
+    assert f"class <b>{analysis.prediction}</b>" in verdict and probabilities.visible
+
+
+def test_generate_tab_opens_the_session_once_and_passes_the_inputs(register_plugin, tmp_path):
+    register_plugin(fake_generator, "fake-generators")
+    recipe = {
+        "version": 1,
+        "name": "gen",
+        "device": "cpu",
+        "steps": [
+            {"generate": {"use": "fake_paint", "with": {"labels": ["scratch", "stain"]}}},
+            {"generate": {"id": "batch", "use": "fake_batch_only"}},
+        ],
+    }
+    run_dir = run_recipe_dict(recipe, tmp_path / "run")
+    servable = find_servable(run_dir)
+    assert [g.step.id for g in servable.generators] == ["generate"]
+    assert any("fake_batch_only offers no interactive session" in n for n in servable.notes)
+
+    from defectkit_serve.app import GenerateTab
+    from defectkit_serve.generate import label_hint
+
+    MODELS.clear()
+    fake_generator.FakeSession.opened = 0
+    tab = GenerateTab(servable, ServeOptions(device="cpu"))
+    assert label_hint(servable.run, servable.generators[0]) == ["scratch", "stain"]
+    one, info, _ = tab.generate("generate", "scratch", "", "", 3, None, None, None, None)
+    two, *_ = tab.generate("generate", "scratch", " a long scratch ", "", 3, 7.5, 20, None, None)
+    assert np.array_equal(np.asarray(one), np.asarray(two)), "same seed, same image"
+    assert fake_generator.FakeSession.opened == 1, "the session is opened once and reused"
+    session = MODELS.get((str(servable.run.run_dir), "generate", "cpu"), lambda: None)
+    assert session.calls[1] == {"label": "scratch", "prompt": "a long scratch", "seed": 3, "guidance": 7.5,
+                                "steps": 20, "control": False, "image": None, "mask": None}  # fmt: skip
+
+    # DefectFill style: a good image and a painted region -> the defect lands in the region
+    good = Image.new("RGBA", (32, 32), (128, 128, 128, 255))
+    layer = np.zeros((32, 32, 4), np.uint8)
+    layer[2:10, 20:30] = (255, 32, 32, 255)
+    editor = {"background": good, "layers": [Image.fromarray(layer)], "composite": None}
+    picture, info, _ = tab.generate("generate", "stain", "", "", 0, None, None, None, editor)
+    painted = np.asarray(picture)
+    assert (painted[2:10, 20:30] == (30, 30, 220)).all() and (painted[20:, :10] == 128).all()
+    assert "inpainted in the painted region" in info
+
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="unknown defect class 'crack': choose one of scratch, stain"):
+        tab.generate("generate", "crack", "", "", 0, None, None, None, None)
+
+    demo = build_app(servable, ServeOptions(device="cpu"))
+    tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
+    assert tabs == ["Generate", "Run"], "no detect step: no Inspect tab"
+
+
+def test_editor_without_paint_gives_no_mask():
+    assert _editor_image_and_mask(None) == (None, None)
+    image, mask = _editor_image_and_mask({"background": Image.new("RGB", (4, 4)), "layers": [], "composite": None})
+    assert image.size == (4, 4) and mask is None
+
+
+def test_cli_listens_locally_without_a_share_link_unless_asked(patchknn_run, monkeypatch, capsys):
+    import gradio as gr
+
+    from defectkit_serve import app
+
+    launched = []
+
+    def fake_launch(demo, servable, options, host, port, share):
+        launched.append({"host": host, "port": port, "share": share, "max_bytes": options.limits.max_bytes})
+        return None, f"http://{host}:{port or 7860}/", "https://example.gradio.live" if share else None
+
+    monkeypatch.setattr(app, "launch", fake_launch)
+    monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: None)
+    for args in ([], ["--host", "0.0.0.0", "--port", "8080", "--share", "--max-upload-mb", "2"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["serve", str(patchknn_run), "--device", "cpu", *args])
+        assert exit_info.value.code == 0
+    assert launched == [
+        {"host": "127.0.0.1", "port": None, "share": False, "max_bytes": 20 * 1024 * 1024},
+        {"host": "0.0.0.0", "port": 8080, "share": True, "max_bytes": 2 * 1024 * 1024},
+    ]
+    printed = capsys.readouterr().out
+    assert "defectkit serve: http://127.0.0.1:7860/" in printed
+    assert "anyone who can reach this machine can use the UI" in printed and "public link https://example" in printed
+
+
+def test_a_second_detect_step_is_a_choice_with_its_own_threshold(patchknn_run):
+    MODELS.clear()
+    servable = find_servable(patchknn_run)
+    assert [s.id for s in servable.detect_steps] == ["detect", "detect_patchcore"]
+    tab = InspectTab(servable, ServeOptions(device="cpu"))
+    first, second = tab.inspector("detect"), tab.inspector("detect_patchcore")
+    assert first is not second and first.threshold != second.threshold
+    slider, state, *_ = tab.switch("detect_patchcore")
+    assert slider.value == pytest.approx(second.threshold, abs=1e-6) and state is None
+    assert MODELS.loads == 2
+
+
+def test_cli_refuses_a_device_the_machine_lacks(patchknn_run, capsys):
+    line = cli_error(["serve", str(patchknn_run), "--device", "cuda:7"], capsys)
+    assert line.startswith("defectkit: error: --device cuda:7: this machine has") and "use auto or cpu" in line
+    line = cli_error(["serve", str(patchknn_run), "--device", "gpu"], capsys)
+    assert "--device gpu: not a torch device" in line
