@@ -82,6 +82,7 @@ class StepSpec(_Strict):
     inputs: dict[str, str] = Field(
         default_factory=dict, description="artifact name -> id of the step that produced it (default: the latest)"
     )
+    data: DataSpec | None = Field(None, description="this step's own dataset, in place of the recipe's data:")
 
     @field_validator("use", mode="before")
     @classmethod
@@ -150,6 +151,9 @@ class ResolvedStep:
     spec: StepSpec
     components: list[Component]
     configs: list[Any]
+    #: the step's own ``data:`` (``None``: the recipe's)
+    data_component: Component | None = None
+    data_config: Any = None
 
     @property
     def dirname(self) -> str:
@@ -389,7 +393,12 @@ def validate_recipe(
                     f"{source}: {where}.inputs.{artifact}: no earlier step has id {producer!r} (earlier: {choices})"
                 )
         known_ids.add(step_id)
-        steps.append(ResolvedStep(index, kind, step_id, spec, components, []))
+        resolved_step = ResolvedStep(index, kind, step_id, spec, components, [])
+        if spec.data is not None:
+            resolved_step.data_component = _lookup(
+                registry, "dataset", spec.data.format, source, f"{where}.data.format"
+            )
+        steps.append(resolved_step)
 
     # pass 3: options against each component's config model
     data_config = None
@@ -397,6 +406,8 @@ def validate_recipe(
         data_config = _build_data_config(recipe.data, data_component, source)
     for step in steps:
         where = [*("steps", step.index, step.kind)]
+        if step.spec.data is not None and step.data_component is not None:
+            step.data_config = _build_data_config(step.spec.data, step.data_component, source, [*where, "data"])
         if step.kind == "report":
             step.configs = [_build(ReportOptions, step.spec.with_, source, [*where, "with"])]
         elif len(step.components) == 1 and step.kind != "evaluate":
@@ -417,10 +428,12 @@ def validate_recipe(
 
     resolved = recipe.model_dump(mode="json", by_alias=True, exclude_none=True)
     if data_config is not None:
-        resolved["data"]["with"] = {k: v for k, v in _config_dump(data_config).items() if k not in ("root", "category")}
+        resolved["data"]["with"] = _data_options(data_config)
     for step, raw in zip(steps, resolved["steps"], strict=True):
         body = raw[step.kind]
         body["id"] = step.id
+        if step.data_config is not None:
+            body["data"]["with"] = _data_options(step.data_config)
         if step.kind == "evaluate":
             body["with"] = {c.name: _config_dump(cfg) for c, cfg in zip(step.components, step.configs, strict=True)}
         else:
@@ -464,7 +477,13 @@ def _build_component(component: Component, options: dict[str, Any], source: str,
     return _build(model, options, source, where)
 
 
-def _build_data_config(data: DataSpec, component: Component, source: str) -> Any:
+def _data_options(config: Any) -> dict[str, Any]:
+    return {k: v for k, v in _config_dump(config).items() if k not in ("root", "category")}
+
+
+def _build_data_config(
+    data: DataSpec, component: Component, source: str, prefix: typing.Sequence[str | int] = ("data",)
+) -> Any:
     """Validate ``root``/``category`` and ``with:`` together against the dataset's config model."""
     options = dict(data.with_)
     for key in ("root", "category"):
@@ -475,7 +494,7 @@ def _build_data_config(data: DataSpec, component: Component, source: str) -> Any
         model = component.load_config_model()
     except Exception as exc:
         raise RecipeError(
-            f"{source}: data.format: cannot load the options of dataset {component.name!r} ({type(exc).__name__}: {exc})"
+            f"{source}: {format_loc([*prefix, 'format'])}: cannot load the options of dataset {component.name!r} ({type(exc).__name__}: {exc})"
         ) from None
     if model is None:
         return None
@@ -485,13 +504,13 @@ def _build_data_config(data: DataSpec, component: Component, source: str) -> Any
         err = exc.errors()[0]
         loc = list(err["loc"])
         if loc and loc[0] in ("root", "category"):
-            path = ["data", *loc]
+            path = [*prefix, *loc]
             if err["type"] == "extra_forbidden":
                 msg = f"the {component.name!r} format takes no {loc[0]}"
             else:
                 msg = _error_message(err, model)
         else:
-            path = ["data", "with", *loc]
+            path = [*prefix, "with", *loc]
             msg = _error_message(err, model)
         raise RecipeError(f"{source}: {format_loc(path)}: {msg}") from None
 

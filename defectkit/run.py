@@ -125,12 +125,12 @@ class StepContext:
 
     @property
     def dataset(self) -> DefectDataset:
-        """The recipe's dataset (``data:``), opened once per run."""
-        return self._run.dataset
+        """The step's dataset: its own ``data:`` if it has one, else the recipe's; opened once per run."""
+        return self._run.step_dataset(self._step)
 
     def samples(self, split: str) -> list[Sample]:
-        """Samples of ``split`` (``train``, ``val``, ``test``) from the recipe's dataset."""
-        return self._run.samples(split)
+        """Samples of ``split`` (``train``, ``val``, ``test``...) from the step's dataset."""
+        return self._run.samples(split, self._step)
 
     # -- artifacts --------------------------------------------------------------------
 
@@ -247,11 +247,25 @@ class Run:
             raise RunError(f"{self.validated.path}: this recipe has no data: block, but a step asked for data")
         return component.load_factory()(self.validated.data_config)
 
-    def samples(self, split: str) -> list[Sample]:
+    @cached_property
+    def _step_datasets(self) -> dict[str, DefectDataset]:
+        return {}
+
+    def step_dataset(self, step: ResolvedStep | None) -> DefectDataset:
+        """The dataset of ``step``'s own ``data:`` block, else the recipe's; each opened once."""
+        if step is None or step.data_component is None:
+            return self.dataset
+        # steps with the same data block share one opened dataset
+        key = json.dumps(self.validated.resolved["steps"][step.index][step.kind]["data"], sort_keys=True)
+        if key not in self._step_datasets:
+            self._step_datasets[key] = step.data_component.load_factory()(step.data_config)
+        return self._step_datasets[key]
+
+    def samples(self, split: str, step: ResolvedStep | None = None) -> list[Sample]:
         from defectkit.data.splits import apply_split
 
-        spec = self.recipe.data.split if self.recipe.data else None
-        return apply_split(self.dataset, split, spec, self.recipe.seed)
+        data = step.spec.data if step is not None and step.spec.data is not None else self.recipe.data
+        return apply_split(self.step_dataset(step), split, data.split if data else None, self.recipe.seed)
 
     @cached_property
     def tensorboard(self):

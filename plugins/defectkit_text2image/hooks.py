@@ -1,0 +1,33 @@
+"""Hook implementations of the text2image plugin. Light: imported by ``defectkit plugins`` and ``--help``."""
+
+from defectkit import Component, hookimpl
+
+_REQUIRES = ("torch>=2.15", "diffusers>=0.42", "transformers>=5.23", "open-clip-torch>=3.3", "accelerate>=1.10")
+
+
+@hookimpl
+def defectkit_trainers() -> list[Component]:
+    return [
+        Component(
+            kind="trainer",
+            name="text2image_scratch",
+            factory="defectkit_text2image.trainer:Text2ImageTrainer",
+            config="defectkit_text2image.config:Text2ImageTrainConfig",
+            summary="a text-conditional pixel-space diffusion model (UNet + CLIP text encoder) trained from scratch",
+            requires=_REQUIRES,
+        )
+    ]
+
+
+@hookimpl
+def defectkit_generators() -> list[Component]:
+    return [
+        Component(
+            kind="generator",
+            name="text2image_scratch",
+            factory="defectkit_text2image.generate:Text2ImageGenerator",
+            config="defectkit_text2image.config:Text2ImageGenerateConfig",
+            summary="N images per defect class from a text2image_scratch model (EMA weights, classifier-free guidance)",
+            requires=_REQUIRES,
+        )
+    ]
