@@ -27,6 +27,11 @@ class ModelConfig(_Options):
     layers_per_block: int = Field(1, ge=1, le=4, description="ResNet layers per UNet level")
     attention_head_dim: int = Field(8, ge=1, description="channels per attention head")
     norm_groups: int = Field(8, ge=1, description="GroupNorm groups; must divide every channel count")
+    pooled_text: bool = Field(
+        True,
+        description="also pool the text into the timestep embedding (diffusers addition_embed_type 'text', as "
+        "DeepFloyd IF): every ResNet block sees the prompt, which makes small models follow it much sooner",
+    )
     text_hidden: int = Field(64, ge=8, description="text encoder width (also the UNet's cross-attention width)")
     text_layers: int = Field(2, ge=1, le=12, description="text encoder transformer layers")
     text_heads: int = Field(4, ge=1, description="text encoder attention heads; must divide text_hidden")

@@ -125,6 +125,8 @@ def build_model(config: Text2ImageTrainConfig, channels: int, info: dict[str, An
         cross_attention_dim=m.text_hidden,
         # no attention in the middle block unless the deepest level has it
         mid_block_type="UNetMidBlock2DCrossAttn" if m.attention_levels[-1] else None,
+        addition_embed_type="text" if m.pooled_text else None,
+        addition_embed_type_num_heads=m.text_heads,
     )
     return TextToImage(unet, text_encoder, tokenizer, build_scheduler(config), info)
 
