@@ -67,6 +67,12 @@ class Text2ImageTrainConfig(_Options):
     )
     include_normal: bool = Field(False, description="also train on normal (good) images")
     resolution: int = Field(32, ge=8, le=512, description="images are resized and centre-cropped to this square")
+    crop: Literal["centre", "defect"] = Field(
+        "centre",
+        description="centre: the centre square of each image; defect: a square around the defect's mask "
+        "(or boxes), defect_margin times its size, so that the defect fills the image (a defect close-up)",
+    )
+    defect_margin: float = Field(1.5, ge=1.0, le=4.0, description="crop: defect - the square's side over the defect's")
     grayscale: bool = Field(False, description="train and generate one channel (NEU steel is grey)")
     hflip: bool = Field(True, description="random horizontal flips")
     vflip: bool = Field(False, description="random vertical flips")

@@ -83,6 +83,8 @@ def load_images(samples, config: Text2ImageTrainConfig, object_class: str, where
     pixels, prompts = [], []
     for sample in samples:
         image = sample.load_image().convert("L" if config.grayscale else "RGB")
+        if config.crop == "defect":
+            image = defect_crop(image, sample, config.defect_margin)
         scale = size / min(image.size)
         width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
         image = image.resize((width, height), Image.BICUBIC)
@@ -94,6 +96,27 @@ def load_images(samples, config: Text2ImageTrainConfig, object_class: str, where
             raise DataError(f"{where}: sample {sample.id} has no caption (prompts: caption); use prompts: auto")
         prompts.append(caption or prompt_for(config.prompt_template, sample.defect_type, object_class))
     return torch.from_numpy(np.stack(pixels)), prompts
+
+
+def defect_crop(image: Image.Image, sample, margin: float) -> Image.Image:
+    """The square around the sample's defect (mask, else boxes), ``margin`` times its larger side; a sample
+    without a defect region keeps the whole image."""
+    mask = sample.load_mask()
+    if mask is not None and mask.any():
+        ys, xs = np.nonzero(mask)
+        x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    elif sample.boxes:
+        x0 = min(b.x0 for b in sample.boxes)
+        y0 = min(b.y0 for b in sample.boxes)
+        x1 = max(b.x1 for b in sample.boxes)
+        y1 = max(b.y1 for b in sample.boxes)
+    else:
+        return image
+    width, height = image.size
+    side = min(min(width, height), max(8, round(max(x1 - x0, y1 - y0) * margin)))
+    left = int(np.clip((x0 + x1) / 2 - side / 2, 0, width - side))
+    top = int(np.clip((y0 + y1) / 2 - side / 2, 0, height - side))
+    return image.crop((left, top, left + side, top + side))
 
 
 def check_free_disk(folder: Path, needed_bytes: int, min_free_mb: int) -> None:
@@ -153,6 +176,7 @@ class Text2ImageTrainer:
             "classes": classes,
             "object_class": object_class,
             "prompt_template": config.prompt_template,
+            "crop": config.crop,
             "resolution": config.resolution,
             "channels": int(images.shape[1]),
             "max_tokens": config.model.max_tokens,
