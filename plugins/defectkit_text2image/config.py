@@ -100,6 +100,12 @@ class Text2ImageTrainConfig(_Options):
     batch_size: int = Field(32, ge=1, description="images per micro-batch (per process)")
     grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
     lr: float = Field(1e-3, gt=0.0)
+    text_encoder_lr: float | None = Field(
+        None,
+        ge=0.0,
+        description="the text encoder's rate (none: lr; 0: keep it frozen at its random weights, which keeps "
+        "prompts apart: a text encoder trained from the first step collapses to nearly one output for every prompt)",
+    )
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_steps: int = Field(20, ge=0, description="optimizer steps of linear learning-rate warm-up")
     max_grad_norm: float | None = Field(1.0, gt=0.0)
@@ -128,6 +134,16 @@ class Text2ImageTrainConfig(_Options):
     sample_steps: int = Field(25, ge=1, description="DDIM steps of the sample grids")
     sample_guidance: float = Field(4.0, ge=1.0, description="classifier-free guidance of the sample grids")
     log_every: int = Field(10, ge=1, description="optimizer steps between loss points")
+
+    @model_validator(mode="after")
+    def _resolution_fits(self) -> Text2ImageTrainConfig:
+        halvings = 2 ** (len(self.model.channels) - 1)
+        if self.resolution % halvings:
+            raise ValueError(
+                f"resolution {self.resolution} is not divisible by {halvings} "
+                f"(the {len(self.model.channels)} UNet levels halve it {len(self.model.channels) - 1} times)"
+            )
+        return self
 
 
 class Text2ImageGenerateConfig(_Options):

@@ -107,11 +107,6 @@ def build_model(config: Text2ImageTrainConfig, channels: int, info: dict[str, An
     )
     down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in m.attention_levels)
     up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(m.attention_levels))
-    levels = len(m.channels)
-    if config.resolution % 2 ** (levels - 1):
-        raise DefectkitError(
-            f"resolution {config.resolution} is not divisible by {2 ** (levels - 1)} ({levels} UNet levels halve it)"
-        )
     unet = UNet2DConditionModel(
         sample_size=config.resolution,
         in_channels=channels,

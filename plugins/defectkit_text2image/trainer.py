@@ -188,8 +188,14 @@ class Text2ImageTrainer:
         torch.manual_seed(config.seed)  # the initial weights
         model = build_model(config, int(images.shape[1]), info)
         objective = Objective(model).to(device)
-        params = [p for p in objective.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        text_lr = config.lr if config.text_encoder_lr is None else config.text_encoder_lr
+        if text_lr == 0:
+            model.text_encoder.requires_grad_(False)
+        groups = [{"params": list(model.unet.parameters()), "lr_scale": 1.0}]
+        if text_lr:
+            groups.append({"params": list(model.text_encoder.parameters()), "lr_scale": text_lr / config.lr})
+        params = [p for group in groups for p in group["params"]]
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         ema = self._ema(params) if config.ema else None
         ids = model.tokenize(prompts, "cpu")
         empty_ids = model.tokenize([""], "cpu")[0]
@@ -267,7 +273,7 @@ class Text2ImageTrainer:
                     "final_lr": state.lr,
                     "lr_halvings": state.lr_halvings,
                     "stopped_early": state.stopped or "no",
-                    "parameters": sum(p.numel() for p in params),
+                    "trainable_parameters": sum(p.numel() for p in params),
                     "processes": world,
                     "train_seconds": round(seconds, 1),
                 }
@@ -316,7 +322,7 @@ class Text2ImageTrainer:
     def _set_lr(self, optimizer, state: TrainState) -> None:
         warm = min(1.0, (state.step + 1) / self.config.warmup_steps) if self.config.warmup_steps else 1.0
         for group in optimizer.param_groups:
-            group["lr"] = state.lr * warm
+            group["lr"] = state.lr * warm * group["lr_scale"]
 
     def _plateau(self, ctx, state: TrainState) -> None:
         """Track the best epoch loss; after ``plateau_patience`` epochs without improvement, act."""

@@ -48,5 +48,7 @@ def test_an_unknown_class_names_the_known_ones(trained, tmp_path):
     options = {"model": str(trained / "01_train" / "model"), "classes": ["crazing"]}
     bad = recipe(generate=options)
     bad["steps"] = bad["steps"][1:]
-    with pytest.raises(DefectkitError, match=r"classes \['crazing'\] were not trained; the model knows patches, scratches"):
+    with pytest.raises(
+        DefectkitError, match=r"classes \['crazing'\] were not trained; the model knows patches, scratches"
+    ):
         run_recipe_dict(bad, tmp_path / "run")
