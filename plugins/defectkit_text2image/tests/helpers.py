@@ -19,7 +19,7 @@ TRAIN = {
     "lr": 0.002,
     "warmup_steps": 2,
     "checkpoint_every": 2,
-    "sample_every": 2,
+    "sample_every": None,
     "sample_per_class": 2,
     "sample_steps": 2,
     "log_every": 1,

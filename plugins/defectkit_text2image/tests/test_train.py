@@ -25,7 +25,7 @@ def _metrics(run_dir) -> dict:
 
 
 def test_a_run_resumed_from_a_checkpoint_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch):
-    straight = run_recipe_dict(recipe(), tmp_path / "straight")
+    straight = run_recipe_dict(recipe({"sample_every": 2}), tmp_path / "straight")
     assert sorted(p.name for p in (straight / "01_train" / "samples").iterdir()) == [
         "epoch-00002.png",
         "epoch-00004.png",
@@ -39,13 +39,13 @@ def test_a_run_resumed_from_a_checkpoint_ends_with_the_uninterrupted_weights(tmp
             raise KeyboardInterrupt
 
     monkeypatch.setattr(Text2ImageTrainer, "_plateau", interrupt_after_epoch_3)
-    validated = validate_recipe(recipe(), get_registry())
+    validated = validate_recipe(recipe({"sample_every": 2}), get_registry())
     out = tmp_path / "resumed"
     with pytest.raises(RunInterrupted):
         run_recipe(validated, out=out)
     assert [p.name for p in (out / "01_train" / "checkpoints").iterdir()] == ["epoch-00002"]
     monkeypatch.setattr(Text2ImageTrainer, "_plateau", original)
-    run_recipe(validate_recipe(recipe(), get_registry()), out=out, resume=True)
+    run_recipe(validate_recipe(recipe({"sample_every": 2}), get_registry()), out=out, resume=True)
 
     assert _metrics(out)["trained_epochs"] == 2  # epochs 3 and 4, after the checkpoint of epoch 2
     for part in ("unet", "unet_raw"):
@@ -64,7 +64,7 @@ def test_the_exported_model_holds_the_ema_weights(tmp_path):
 
 
 def test_without_ema_only_the_trained_weights_are_written(tmp_path):
-    run_dir = run_recipe_dict(recipe({"ema": False, "epochs": 1, "sample_every": None}), tmp_path / "run")
+    run_dir = run_recipe_dict(recipe({"ema": False, "epochs": 1}), tmp_path / "run")
     model = run_dir / "01_train" / "model"
     assert (model / "unet").is_dir() and not (model / "unet_raw").exists()
 
@@ -112,7 +112,7 @@ def test_a_full_disk_stops_before_a_checkpoint_is_written(tmp_path):
 
 def test_gradient_accumulation_takes_fewer_optimizer_steps(tmp_path):
     # 6 images, batch 2: 3 micro-batches an epoch; accumulating 2 makes 2 optimizer steps of them
-    run_dir = run_recipe_dict(recipe({"epochs": 1, "grad_accumulation": 2, "sample_every": None}), tmp_path / "run")
+    run_dir = run_recipe_dict(recipe({"epochs": 1, "grad_accumulation": 2}), tmp_path / "run")
     assert _metrics(run_dir)["optimizer_steps"] == 2
 
 
@@ -131,7 +131,7 @@ def test_bad_options_are_one_line(options, message):
 
 
 def test_a_frozen_text_encoder_keeps_its_random_weights(tmp_path):
-    run_dir = run_recipe_dict(recipe({"epochs": 1, "text_encoder_lr": 0, "sample_every": None}), tmp_path / "run")
+    run_dir = run_recipe_dict(recipe({"epochs": 1, "text_encoder_lr": 0}), tmp_path / "run")
     model = run_dir / "01_train" / "model"
     trained = load_file(model / "text_encoder" / "model.safetensors")
     raw = load_file(model / "text_encoder_raw" / "model.safetensors")
