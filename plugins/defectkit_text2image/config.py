@@ -111,6 +111,12 @@ class Text2ImageTrainConfig(_Options):
     max_grad_norm: float | None = Field(1.0, gt=0.0)
     mixed_precision: Literal["auto", "no", "bf16"] = Field("auto", description="auto: bf16 on a GPU that has it")
     seed: int = Field(0, description="weights, data order and noise all follow from it")
+    cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads while this step runs on a CPU (none: torch's default); a 32 px model's many small "
+        "operations run faster on one thread than split over cores that other work also uses",
+    )
 
     # -- EMA and plateau ---------------------------------------------------------------
     ema: bool = Field(True, description="keep an exponential moving average of the weights; it is what is exported")
@@ -164,3 +170,9 @@ class Text2ImageGenerateConfig(_Options):
     batch_size: int = Field(64, ge=1)
     seed: int = Field(0)
     contact_sheet: bool = Field(True, description="write contact_sheet.png and show it in the report")
+    cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads while this step runs on a CPU (none: torch's default); a 32 px model's many small "
+        "operations run faster on one thread than split over cores that other work also uses",
+    )

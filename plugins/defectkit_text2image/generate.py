@@ -11,7 +11,7 @@ from defectkit.errors import DefectkitError
 from defectkit.generated import GeneratedWriter
 from defectkit_text2image.config import Text2ImageGenerateConfig
 from defectkit_text2image.model import load_model
-from defectkit_text2image.sampling import generate
+from defectkit_text2image.sampling import cpu_threads, generate
 from defectkit_text2image.trainer import prompt_for
 
 
@@ -22,6 +22,10 @@ class Text2ImageGenerator:
         self.config = config
 
     def generate(self, ctx) -> None:
+        with cpu_threads(self.config.cpu_threads, ctx.device):
+            self._generate(ctx)
+
+    def _generate(self, ctx) -> None:
         config = self.config
         folder = Path(config.model) if config.model else ctx.artifact("text2image_model")
         if not folder.is_dir():

@@ -8,12 +8,27 @@ update, whatever the prediction type.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from defectkit_text2image.model import TextToImage
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int | None, device) -> Iterator[None]:
+    """Run with ``count`` torch threads when on the CPU; restore the number after."""
+    if count is None or torch.device(device).type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def make_scheduler(model: TextToImage, sampler: str, eta: float = 0.0):

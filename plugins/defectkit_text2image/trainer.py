@@ -32,7 +32,7 @@ from defectkit import io as dkio
 from defectkit.errors import DataError, DefectkitError
 from defectkit_text2image.config import Text2ImageTrainConfig
 from defectkit_text2image.model import INFO, TextToImage, build_model
-from defectkit_text2image.sampling import generate, grid
+from defectkit_text2image.sampling import cpu_threads, generate, grid
 
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"
@@ -163,6 +163,10 @@ class Text2ImageTrainer:
         self.config = config
 
     def train(self, ctx) -> None:
+        with cpu_threads(self.config.cpu_threads, ctx.accelerator.device):
+            self._train(ctx)
+
+    def _train(self, ctx) -> None:
         config = self.config
         accelerator = ctx.accelerator
         device = accelerator.device
