@@ -26,7 +26,8 @@ class DefectFillTrainConfig(_Strict):
 
     # -- the model --------------------------------------------------------------------
     backend: str = Field(
-        "sd2_inpainting", description="inpainting model_backend: sd2_inpainting (the paper's), sd15_inpainting, sdxl_inpainting"
+        "sd2_inpainting",
+        description="inpainting model_backend: sd2_inpainting (the paper's), sd15_inpainting, sdxl_inpainting",
     )
     model: str = Field("", description="hub id or local inpainting pipeline folder; empty: the backend's default")
     tiny_model: bool = Field(
@@ -99,7 +100,9 @@ class DefectFillTrainConfig(_Strict):
     adam_beta2: float = Field(0.999, ge=0.0, lt=1.0)
     adam_epsilon: float = Field(1e-8, gt=0.0)
     max_grad_norm: float = Field(1.0, ge=0.0, description="gradient clipping norm (0: off)")
-    lr_scheduler: Schedule = Field("constant_with_warmup", description="constant, constant_with_warmup, cosine, onecycle")
+    lr_scheduler: Schedule = Field(
+        "constant_with_warmup", description="constant, constant_with_warmup, cosine, onecycle"
+    )
     warmup_steps: int = Field(100, ge=0, description="linear warm-up steps")
     onecycle_pct_start: float = Field(0.1, gt=0.0, lt=1.0, description="share of steps rising to lr (onecycle)")
     seed: int = Field(0, description="seed of the adapters, the data order, the noise and the boxes")

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from defectkit_diffusion.adapter import ADAPTER_FILE, Adapter, apply_adapter, read_adapter
 from PIL import Image
 
 from defectkit.errors import DataError, DefectkitError
 from defectkit.generated import GeneratedWriter
 from defectkit_defectfill.config import DefectFillGenerateConfig
 from defectkit_defectfill.masks import MaskSource
-from defectkit_diffusion.adapter import ADAPTER_FILE, Adapter, apply_adapter, read_adapter
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,9 @@ class DefectFillGenerator:
     # -- loading --------------------------------------------------------------------------
 
     def load(self, adapter_folder: Path, device: Any) -> Loaded:
-        from defectkit.plugins import get_registry
         from defectkit_diffusion.backends import resolve_device
+
+        from defectkit.plugins import get_registry
 
         config = self.config
         adapter = read_adapter(adapter_folder)
@@ -219,12 +220,16 @@ class DefectFillGenerator:
         }
         writer = GeneratedWriter(ctx.step_dir / "generated", object_class=config.object_class or goods[0].object_class)
         jobs = [(group, number) for group in groups for number in range(config.images_per_class)]
-        for index, (group, number) in enumerate(ctx.progress(jobs, total=len(jobs), description=f"{ctx.step_id}: defectfill")):
+        for index, (group, number) in enumerate(
+            ctx.progress(jobs, total=len(jobs), description=f"{ctx.step_id}: defectfill")
+        ):
             good = goods[index % len(goods)]
             seed = base_seed + index
             image = good.load_image().convert("RGB")
             mask = masks.draw(group, image.size, number, np.random.default_rng(seed))
-            object_class = config.object_class or loaded.info.get("object_classes", {}).get(group[0]) or good.object_class
+            object_class = (
+                config.object_class or loaded.info.get("object_classes", {}).get(group[0]) or good.object_class
+            )
             prompt = self.prompt(loaded, group, object_class)
             result, distances, chosen = self.fill(loaded, image, mask, prompt, seed)
             meta = {
@@ -291,7 +296,9 @@ class DefectFillSession:
         image = image.convert("RGB")
         array = np.asarray(mask.convert("L").resize(image.size, Image.Resampling.NEAREST)) > 127
         group = label.split("+")
-        object_class = self.generator.config.object_class or self.loaded.info.get("object_classes", {}).get(group[0], "")
+        object_class = self.generator.config.object_class or self.loaded.info.get("object_classes", {}).get(
+            group[0], ""
+        )
         text = prompt or self.generator.prompt(self.loaded, group, object_class or "object")
         result, _, _ = self.generator.fill(
             self.loaded, image, array, text, int(seed), negative_prompt=negative_prompt, guidance=guidance, steps=steps

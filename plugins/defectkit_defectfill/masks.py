@@ -92,7 +92,9 @@ class MaskSource:
             for sample in samples_of_split or []:
                 mask = sample.load_mask() if sample.label == 1 else None
                 if mask is not None and np.any(mask):
-                    self.shapes.setdefault(sample.defect_type, []).append((np.asarray(mask) > 0, sample.load_image().size))
+                    self.shapes.setdefault(sample.defect_type, []).append(
+                        (np.asarray(mask) > 0, sample.load_image().size)
+                    )
         elif options.source == "folder":
             folder = Path(options.folder).expanduser()
             if not folder.is_dir():

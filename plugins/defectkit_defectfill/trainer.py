@@ -21,17 +21,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from defectkit_finetune.adapters import TokenEmbeddings
+from defectkit_finetune.data import BatchSource, class_name, load_records, select_samples
+from defectkit_finetune.models import Backbone, load_backbone
+from defectkit_finetune.optim import build_lr_scheduler, build_optimizer
+from defectkit_finetune.trainer import ADAPTER_DIR, Objective, TiLoraTrainer, TrainingState
 
 from defectkit import io as dkio
 from defectkit.errors import DataError
 from defectkit_defectfill import attention
 from defectkit_defectfill.config import DefectFillTrainConfig
 from defectkit_defectfill.losses import attention_loss, defect_loss, latent_mask, object_loss, random_boxes
-from defectkit_finetune.adapters import TokenEmbeddings
-from defectkit_finetune.data import BatchSource, class_name, load_records, select_samples
-from defectkit_finetune.models import Backbone, load_backbone
-from defectkit_finetune.optim import build_lr_scheduler, build_optimizer
-from defectkit_finetune.trainer import ADAPTER_DIR, Objective, TiLoraTrainer
 
 TINY_MODEL_DIR = "tiny_model"
 TERMS = ("defect", "object", "attention")
@@ -63,7 +63,9 @@ class DefectFillObjective(Objective):
         l_object = object_loss(prediction[half:], target[half:], loss_mask, config.alpha_object)
         attended = maps[:half] if config.attention_branch == "defect" else maps[half:]
         l_attention = attention_loss(attended, loss_mask)
-        total = config.lambda_defect * l_defect + config.lambda_object * l_object + config.lambda_attention * l_attention
+        total = (
+            config.lambda_defect * l_defect + config.lambda_object * l_object + config.lambda_attention * l_attention
+        )
         return total, torch.stack([l_defect, l_object, l_attention]).detach(), attended.detach()
 
 
@@ -145,7 +147,11 @@ class DefectFillTrainer(TiLoraTrainer):
             terms = terms + parts.float() / config.grad_accumulation
             done = index // config.grad_accumulation + 1
             if self._draws_attention(done) and index % config.grad_accumulation == 0:
-                self._visual = (pixels[0].detach().float().cpu(), inputs["loss_mask"][0, 0].cpu(), maps[0].float().cpu())
+                self._visual = (
+                    pixels[0].detach().float().cpu(),
+                    inputs["loss_mask"][0, 0].cpu(),
+                    maps[0].float().cpu(),
+                )
             return total
 
         def after_step(done: int) -> None:
@@ -160,10 +166,8 @@ class DefectFillTrainer(TiLoraTrainer):
             if self._draws_attention(done):
                 self._log_attention(ctx, done, final=done == config.steps)
 
-        loss_value, nonfinite, seconds = self.optimize(
-            ctx, model, objective, micro_loss, optimizer, schedule, scaler, None, params, dtype, first, nonfinite,
-            after_step,
-        )
+        state = TrainingState(model, objective, optimizer, schedule, scaler, None, params, dtype, first, nonfinite)
+        loss_value, nonfinite, seconds = self.optimize(ctx, state, micro_loss, after_step)
         folder = ctx.step_dir / ADAPTER_DIR
         self._export(ctx, backbone, folder, classes)
         if ctx.is_main_process:
@@ -196,7 +200,9 @@ class DefectFillTrainer(TiLoraTrainer):
         return {c: tokenizer.convert_tokens_to_ids(n) for c, n in names.items()}
 
     def object_prompt(self, defect: str) -> str:
-        return self.config.object_prompt.format(object_class=self._object_classes[defect], token=self.tokens.tokens[defect])
+        return self.config.object_prompt.format(
+            object_class=self._object_classes[defect], token=self.tokens.tokens[defect]
+        )
 
     def _selection(self, backbone: Backbone, prompts: list[str], defects: list[str], token_ids) -> torch.Tensor:
         """``[2B, K]``: where each prompt holds its type's token, tokenized as the pipeline does."""
@@ -208,7 +214,9 @@ class DefectFillTrainer(TiLoraTrainer):
         hit = torch.stack([torch.isin(row, torch.tensor(token_ids[d])) for row, d in zip(ids, defects, strict=True)])
         counts = hit.sum(1, keepdim=True)
         if bool((counts == 0).any()):
-            raise DataError(f"{self.name}: a prompt lost its defect token to truncation: {converted[int((counts == 0).nonzero()[0, 0])]!r}")
+            raise DataError(
+                f"{self.name}: a prompt lost its defect token to truncation: {converted[int((counts == 0).nonzero()[0, 0])]!r}"
+            )
         return hit.float() / counts
 
     def _inputs(self, backbone: Backbone, source: BatchSource, index: int, token_ids, device, dtype):
@@ -273,7 +281,9 @@ class DefectFillTrainer(TiLoraTrainer):
             path = ctx.step_dir / "attention.png"
             with dkio.atomic_path(path) as tmp:
                 Image.fromarray(strip).save(tmp, format="PNG")
-            ctx.add_figure(path, "defectfill: a training image, its defect mask (latent size) and the [V*] attention map")
+            ctx.add_figure(
+                path, "defectfill: a training image, its defect mask (latent size) and the [V*] attention map"
+            )
 
     def class_prompt(self, defect: str) -> str:
         return self.config.defect_prompt.format(token=self.tokens.tokens[defect])

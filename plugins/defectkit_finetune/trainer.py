@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,22 @@ from defectkit_finetune.optim import build_lr_scheduler, build_optimizer
 ADAPTER_DIR = "adapter"
 CHECKPOINT_DIR = "checkpoints"
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class TrainingState:
+    """What the optimisation loop (:meth:`FinetuneTrainer.optimize`) works on."""
+
+    model: torch.nn.Module  # the objective as accelerate prepared it
+    objective: torch.nn.Module  # the bare objective: its trainable weights are checkpointed
+    optimizer: torch.optim.Optimizer
+    schedule: object
+    scaler: object
+    ema: object
+    params: list
+    dtype: torch.dtype
+    first: int  # the first step to run (from a checkpoint when resuming)
+    nonfinite: int  # steps skipped so far
 
 
 class Objective(torch.nn.Module):
@@ -130,10 +147,8 @@ class FinetuneTrainer:
             if config.validation_every and done % config.validation_every == 0 and done < config.steps:
                 self._validate(ctx, backbone, classes, done, ema, params)
 
-        loss_value, nonfinite, seconds = self.optimize(
-            ctx, model, objective, micro_loss, optimizer, schedule, scaler, ema, params, dtype, first, nonfinite,
-            after_step,
-        )
+        state = TrainingState(model, objective, optimizer, schedule, scaler, ema, params, dtype, first, nonfinite)
+        loss_value, nonfinite, seconds = self.optimize(ctx, state, micro_loss, after_step)
 
         if ema is not None:
             ema.copy_to(params)  # the averaged weights are the ones exported
@@ -159,19 +174,19 @@ class FinetuneTrainer:
             )
         ctx.add_artifact("adapter", folder)
 
-    def optimize(
-        self, ctx, model, objective, micro_loss, optimizer, schedule, scaler, ema, params, dtype, first, nonfinite,
-        after_step=None,
-    ) -> tuple[float, int, float]:
-        """The optimisation loop every trainer built on this class shares, from step ``first`` to ``config.steps``.
+    def optimize(self, ctx, state: TrainingState, micro_loss, after_step=None) -> tuple[float, int, float]:
+        """The optimisation loop every trainer built on this class shares, from ``state.first`` to ``config.steps``.
 
         Gradient accumulation (``micro_loss(index)`` gives the loss of micro-batch ``index``, a counter a
-        resumed run repeats), autocast in ``dtype``, NaN/inf steps skipped on every process alike, the
-        schedule stepped once per optimizer step, loss/lr logging and checkpoints (of ``objective``, the
-        module ``model`` wraps). ``after_step(done)`` runs after each step. Returns (last finite loss,
+        resumed run repeats), autocast in ``state.dtype``, NaN/inf steps skipped on every process alike, the
+        schedule stepped once per optimizer step, loss/lr logging and checkpoints (of ``state.objective``, the
+        module ``state.model`` wraps). ``after_step(done)`` runs after each step. Returns (last finite loss,
         non-finite steps, seconds).
         """
         config = self.config
+        model, objective, optimizer, schedule = state.model, state.objective, state.optimizer, state.schedule
+        scaler, ema, params, dtype = state.scaler, state.ema, state.params, state.dtype
+        first, nonfinite = state.first, state.nonfinite
         accelerator = ctx.accelerator
         device = accelerator.device
         manager = Checkpoints(ctx.step_dir / CHECKPOINT_DIR, config.keep_checkpoints)
