@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: the import string a recipe gives as ``selection_extractor`` to use :func:`tiny_lpips_features`
+LPIPS_FACTORY = "defectkit_defectfill.testing:tiny_lpips_features"
+
 
 def tiny_lpips_features():
     """A small random convolutional feature pyramid (seeded) for ``selection_extractor``.
