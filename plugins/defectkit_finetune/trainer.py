@@ -569,18 +569,18 @@ class LoraTrainer(FinetuneTrainer):
     def export_lora(self, backbone: Backbone) -> dict | None:
         state = {
             "denoiser": adapters.lora_state_dict(backbone.denoiser, adalora=False),
-            "denoiser_metadata": lora_metadata(self._denoiser_lora),
+            "denoiser_metadata": _metadata(self._denoiser_lora),
         }
         state["ranks"] = {"denoiser": self.config.rank}
         if self._text_lora is not None:
             for i, (encoder, _) in enumerate(backbone.clip_encoders):
                 key = "text_encoder" if i == 0 else "text_encoder_2"
                 state[key] = adapters.lora_state_dict(encoder, adalora=False)
-                state[f"{key}_metadata"] = lora_metadata(self._text_lora)
+                state[f"{key}_metadata"] = _metadata(self._text_lora)
         return state
 
 
-def lora_metadata(config) -> dict:
+def _metadata(config) -> dict:
     # diffusers stores the peft config in the safetensors header (alpha, DoRA) and rebuilds it on loading
     data = config.to_dict()
     return {k: sorted(v) if isinstance(v, set) else v for k, v in data.items()}
