@@ -29,7 +29,7 @@ def test_hooks_are_light_and_components_meet_the_contract(registered):
 @pytest.mark.parametrize("name", ["defectfill_mvtec.yaml", "defectfill_tiny.yaml"])
 def test_recipes_validate_without_loading_anything(registered, name, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    validated = validate_recipe(load_recipe(RECIPES / name), registered, source=name)
+    validated = load_recipe(RECIPES / name, registered)
     kinds = [(s.kind, s.components[0].name if s.components else None) for s in validated.steps]
     assert ("train", "defectfill") in kinds and ("generate", "defectfill") in kinds
 
