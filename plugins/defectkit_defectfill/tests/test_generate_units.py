@@ -84,3 +84,20 @@ def test_generate_options_are_checked():
         DefectFillGenerateConfig(prompt="a carpet")
     with pytest.raises(ValueError, match="inpainting backend"):
         DefectFillGenerateConfig(backend="sd15")
+
+
+def test_folder_masks_are_taken_in_name_order_and_resized(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    first = np.zeros((20, 20), dtype=np.uint8)
+    first[0:10, 0:10] = 255
+    Image.fromarray(first).save(folder / "a.png")
+    Image.fromarray(255 - first).save(folder / "b.png")
+    source = MaskSource(MaskConfig(source="folder", folder=str(folder)))
+    a = source.draw(["hole"], (40, 40), 0, np.random.default_rng(0))
+    b = source.draw(["hole"], (40, 40), 1, np.random.default_rng(0))
+    assert a.shape == (40, 40) and a[:20, :20].all() and not a[20:, :].any()
+    assert np.array_equal(b, ~a)
+    assert np.array_equal(source.draw(["hole"], (40, 40), 2, np.random.default_rng(0)), a)  # cycles

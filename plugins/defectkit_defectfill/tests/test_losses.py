@@ -70,14 +70,22 @@ def test_token_selection_finds_every_vector_of_the_token():
         attention.token_selection(torch.tensor([[1, 2, 3]]), 500, 1)
 
 
-def test_capture_keeps_the_unet_output_and_trains_lora_through_the_map(tmp_path):
+def test_capture_keeps_the_unet_output_and_trains_lora_through_the_map():
     from diffusers import UNet2DConditionModel
     from peft import LoraConfig
 
-    from defectkit_diffusion.testing import build_tiny_pipeline
-
-    folder = build_tiny_pipeline("sd15", tmp_path / "inp", inpainting=True)
-    unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(  # an inpainting UNet's shape: 9 input channels, cross-attention in the decoder
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=9,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=4,
+    )
     unet.requires_grad_(False)
     unet.add_adapter(LoraConfig(r=2, lora_alpha=2, init_lora_weights="gaussian", target_modules=["to_k", "to_q"]))
     for name, param in unet.named_parameters():

@@ -58,9 +58,8 @@ def test_train_then_generate_end_to_end(registered, tmp_path, monkeypatch):
     assert events and any(b"attention" in e.read_bytes() for e in events)  # the maps went to TensorBoard
 
     # the adapter: the finetune format (LoRA + one token per type), loadable by apply_adapter
-    from diffusers import StableDiffusionInpaintPipeline
-
     from defectkit_diffusion.adapter import apply_adapter, read_adapter
+    from diffusers import StableDiffusionInpaintPipeline
 
     adapter = read_adapter(run / "01_train" / "adapter")
     assert adapter.family == "sd15" and adapter.lora and set(adapter.tokens) == {"hole", "color"}
@@ -72,10 +71,18 @@ def test_train_then_generate_end_to_end(registered, tmp_path, monkeypatch):
     # the pairs: one per type and one combined; outside the mask, the good image's exact pixels
     samples = read_generated(run / "02_generate" / "generated")
     assert [s.defect_type for s in samples] == ["color", "hole", "hole+color"] and generate["generated_images"] == 3
-    records = [json.loads(line) for line in (run / "02_generate" / "generated" / "metadata.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (run / "02_generate" / "generated" / "metadata.jsonl").read_text().splitlines()
+    ]
     data = get_registry().get("dataset", "synthetic").load_factory()
-    goods = {s.id: s for s in data(get_registry().get("dataset", "synthetic").build_config(
-        {"kind": "mvtec", "category": "carpet", "size": 48, "n_train": 3, "n_test": 3})).samples("train")}
+    goods = {
+        s.id: s
+        for s in data(
+            get_registry()
+            .get("dataset", "synthetic")
+            .build_config({"kind": "mvtec", "category": "carpet", "size": 48, "n_train": 3, "n_test": 3})
+        ).samples("train")
+    }
     for sample, record in zip(samples, records, strict=True):
         image = np.asarray(Image.open(sample.image_path).convert("RGB"))
         mask = sample.load_mask() > 0
@@ -97,6 +104,16 @@ def test_train_then_generate_end_to_end(registered, tmp_path, monkeypatch):
     assert np.array_equal(out[painted == 0], np.asarray(good)[painted == 0])
     with pytest.raises(DefectkitError, match="paint the mask"):
         session.generate("hole", image=good)
+
+
+def test_sdxl_inpainting_backend(registered, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = recipe(train={"backend": "sdxl_inpainting", "steps": 2}, generate={"combine": []})
+    run = run_recipe_dict(data, tmp_path / "run")
+    from defectkit_diffusion.adapter import read_adapter
+
+    assert read_adapter(run / "01_train" / "adapter").family == "sdxl"
+    assert json.loads((run / "metrics.json").read_text())["generate"]["generated_images"] == 2
 
 
 def test_resume_equals_uninterrupted(registered, tmp_path, monkeypatch):
