@@ -262,7 +262,7 @@ class DefectFillTrainer(TiLoraTrainer):
         return done == self.config.steps or bool(every and done % every == 0)
 
     def _log_attention(self, ctx, step: int, final: bool) -> None:
-        """Image, mask and the [V*] attention map (raw probabilities, 0 black, 1 white) side by side."""
+        """Image, mask, the [V*] attention map (raw probabilities, 0 black, 1 white) and the map / its maximum."""
         if self._visual is None or not ctx.is_main_process:
             return
         pixels, mask, attended = self._visual
@@ -272,7 +272,8 @@ class DefectFillTrainer(TiLoraTrainer):
             up = F.interpolate(plane[None, None].clamp(0, 1), size=(size, size), mode="nearest")[0]
             return up.expand(3, -1, -1)
 
-        row = torch.stack([(pixels + 1.0) / 2.0, grey(mask), grey(attended)]).clamp(0, 1)
+        stretched = attended / attended.max().clamp_min(1e-8)  # where the token looks, whatever its strength
+        row = torch.stack([(pixels + 1.0) / 2.0, grey(mask), grey(attended), grey(stretched)]).clamp(0, 1)
         ctx.tensorboard.add_images(f"{ctx.step_id}/attention", row, step)
         if final:
             from PIL import Image
@@ -282,7 +283,9 @@ class DefectFillTrainer(TiLoraTrainer):
             with dkio.atomic_path(path) as tmp:
                 Image.fromarray(strip).save(tmp, format="PNG")
             ctx.add_figure(
-                path, "defectfill: a training image, its defect mask (latent size) and the [V*] attention map"
+                path,
+                "defectfill: a training image, its defect mask (latent size), the [V*] attention map (0 black, 1 white) "
+                "and the same map divided by its maximum",
             )
 
     def class_prompt(self, defect: str) -> str:
