@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,13 @@ from PIL import Image
 
 from defectkit.errors import DataError, DefectkitError
 from defectkit.generated import GeneratedWriter
+from defectkit.io import atomic_path, read_json, write_json
 from defectkit_defectfill.config import DefectFillGenerateConfig
 from defectkit_defectfill.masks import MaskSource
 
 log = logging.getLogger(__name__)
+
+SHARDS = ".shards"  # finished images of an interrupted step, written into generated/ at the end
 
 
 def blend(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -192,6 +196,9 @@ class DefectFillGenerator:
 
     def generate(self, ctx) -> None:
         config = self.config
+        if not ctx.is_main_process:  # one process generates: the pipeline call is the batch
+            ctx.accelerator.wait_for_everyone()
+            return
         loaded = self.load(self._adapter_folder(ctx), ctx.device)
         goods = sorted((s for s in ctx.samples(config.source_split) if s.label == 0), key=lambda s: s.id)
         if not goods:
@@ -202,9 +209,6 @@ class DefectFillGenerator:
         for group in groups:
             self.prompt(loaded, group, "x")  # every token known before the first image is drawn
         base_seed = ctx.seed if config.seed is None else config.seed
-        if not ctx.is_main_process:  # one process generates: the pipeline call is the batch
-            ctx.accelerator.wait_for_everyone()
-            return
         common = {
             "generator": "defectfill",
             "backend": loaded.backend.name,
@@ -218,11 +222,14 @@ class DefectFillGenerator:
             "selection_extractor": config.selection_extractor,
             "mask_source": config.mask.source,
         }
-        writer = GeneratedWriter(ctx.step_dir / "generated", object_class=config.object_class or goods[0].object_class)
         jobs = [(group, number) for group in groups for number in range(config.images_per_class)]
+        shards = ctx.step_dir / SHARDS
+        shards.mkdir(parents=True, exist_ok=True)
         for index, (group, number) in enumerate(
             ctx.progress(jobs, total=len(jobs), description=f"{ctx.step_id}: defectfill")
         ):
+            if (shards / f"{index:06d}.json").is_file():
+                continue  # a resumed step: this image was finished (its JSON is written last)
             good = goods[index % len(goods)]
             seed = base_seed + index
             image = good.load_image().convert("RGB")
@@ -242,8 +249,19 @@ class DefectFillGenerator:
                 "lpips_candidates": [round(d, 6) for d in distances],
                 "chosen": chosen,
             }
-            writer.add(result, "+".join(group), meta, mask=mask)
+            with atomic_path(shards / f"{index:06d}.png") as tmp:
+                result.save(tmp, format="PNG")
+            with atomic_path(shards / f"{index:06d}_mask.png") as tmp:
+                Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+            write_json(shards / f"{index:06d}.json", {"defect_type": "+".join(group), "meta": meta})
+
+        writer = GeneratedWriter(ctx.step_dir / "generated", object_class=config.object_class or goods[0].object_class)
+        for index in range(len(jobs)):
+            record = read_json(shards / f"{index:06d}.json")
+            with Image.open(shards / f"{index:06d}.png") as image, Image.open(shards / f"{index:06d}_mask.png") as mask:
+                writer.add(image.convert("RGB"), record["defect_type"], record["meta"], mask=np.asarray(mask) > 127)
         root = writer.close(contact_sheet=config.contact_sheet)
+        shutil.rmtree(shards, ignore_errors=True)
         ctx.add_artifact("generated_images", root)
         if config.contact_sheet:
             ctx.add_figure(root / "contact_sheet.png", f"{len(jobs)} DefectFill images, one row per defect type")

@@ -44,8 +44,27 @@ def test_bad_options_name_the_key(registered):
 
 
 def test_train_then_generate_end_to_end(registered, tmp_path, monkeypatch):
+    from defectkit_defectfill.generate import DefectFillGenerator
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    run = run_recipe_dict(recipe(), tmp_path / "run")
+    fill = DefectFillGenerator.fill
+    calls = []
+    interrupt = True
+
+    def interrupted_fill(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2 and interrupt:
+            raise KeyboardInterrupt  # Ctrl-C during the second image
+        return fill(self, *args, **kwargs)
+
+    monkeypatch.setattr(DefectFillGenerator, "fill", interrupted_fill)
+    with pytest.raises(RunInterrupted):
+        run_recipe_dict(recipe(), tmp_path / "run")
+    calls.clear()
+    interrupt = False
+    run = run_recipe(validate_recipe(recipe(), get_registry()), out=tmp_path / "run", resume=True)
+    assert len(calls) == 2  # the first image was kept; the second and third are drawn now
+    assert not (run / "02_generate" / ".shards").exists()
     metrics = json.loads((run / "metrics.json").read_text())
     train, generate = metrics["train"], metrics["generate"]
     assert train["nonfinite_steps"] == 0 and train["trained_steps"] == 4
