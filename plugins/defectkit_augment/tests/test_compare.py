@@ -141,3 +141,32 @@ def test_options_are_checked():
     check_component(component, {"epochs": 1})
     with pytest.raises(Exception, match="seeds"):
         component.build_config({"seeds": [0]})
+
+
+def test_an_interrupted_comparison_resumes_without_retraining_finished_arms(tmp_path, monkeypatch):
+    from defectkit.plugins import get_registry
+    from defectkit.recipe import validate_recipe
+    from defectkit.run import RunInterrupted, run_recipe
+    from defectkit_augment.compare import AugmentCompare
+
+    real_fit, calls = AugmentCompare._fit_and_score, []
+
+    def counting_fit(self, ctx, *args):
+        seed, arm = args[-2:]
+        calls.append((seed, arm))
+        if len(calls) == 3 and not ctx.resume:
+            raise KeyboardInterrupt  # Ctrl-C during seed 1's real arm
+        return real_fit(self, ctx, *args)
+
+    monkeypatch.setattr(AugmentCompare, "_fit_and_score", counting_fit)
+    validated = validate_recipe(_recipe(epochs=1), get_registry(), source="<test>")
+    with pytest.raises(RunInterrupted):
+        run_recipe(validated, out=tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run" / "02_train" / "results").iterdir()) == [
+        "seed0_augmented.json",
+        "seed0_real.json",
+    ]
+    run_recipe(validated, out=tmp_path / "run", resume=True)
+    assert calls == [(0, "real"), (0, "augmented"), (1, "real"), (1, "real"), (1, "augmented")]
+    runs = json.loads((tmp_path / "run" / "02_train" / "comparison.json").read_text())["runs"]
+    assert len(runs) == 4
