@@ -127,7 +127,8 @@ def test_train_then_generate_end_to_end(registered, tmp_path, monkeypatch):
 
 def test_sdxl_inpainting_backend(registered, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    data = recipe(train={"backend": "sdxl_inpainting", "steps": 2}, generate={"combine": []})
+    options = {"backend": "sdxl_inpainting", "steps": 2, "attention_branch": "object", "max_boxes": 3}
+    data = recipe(train=options, generate={"combine": [], "mask": {"source": "random", "dilate": 1}})
     run = run_recipe_dict(data, tmp_path / "run")
     from defectkit_diffusion.adapter import read_adapter
 
