@@ -4,7 +4,9 @@ diffusers' fused attention (``scaled_dot_product_attention``) never materialises
 the softmax probabilities, so the decoder's cross-attention layers get
 :class:`RecordingProcessor`: it runs diffusers' own ``AttnProcessor`` (explicit
 softmax) and, while a capture is active, keeps each layer's probabilities for
-the selected token positions. The processor only replaces how attention is
+the selected token positions. Once a selection is set the same recording ops run
+on every call (kept only while active), so that gradient checkpointing's
+recompute in backward repeats the forward pass exactly. The processor only replaces how attention is
 computed; the projections it calls (``attn.to_q`` ...) stay the modules peft
 put LoRA layers into, so the adapters train through it.
 """
@@ -35,6 +37,7 @@ class AttentionStore:
 
     def stop(self) -> torch.Tensor:
         """The captured map ``[B, h, w]``: the decoder layers' maps, each upsampled to latent size, averaged."""
+        # the selection stays: a gradient-checkpointing recompute in backward replays the same recording ops
         self.active = False
         if not self.maps:
             raise RuntimeError("no decoder cross-attention layer ran while capturing: is this a UNet with attn2?")
@@ -54,7 +57,8 @@ class AttentionStore:
         grid = values.reshape(batch, 1, h, w).float()
         if (h, w) != (h0, w0):
             grid = F.interpolate(grid, size=(h0, w0), mode="bilinear", align_corners=False)
-        self.maps.append(grid[:, 0])
+        if self.active:  # else a recompute of the forward pass: same ops, nothing kept
+            self.maps.append(grid[:, 0])
 
 
 class RecordingProcessor:
@@ -69,7 +73,7 @@ class RecordingProcessor:
         self.inner = AttnProcessor()
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        if not self.store.active or encoder_hidden_states is None:
+        if self.store.selection is None or encoder_hidden_states is None:
             return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         original = attn.get_attention_scores
         store = self.store

@@ -105,6 +105,8 @@ def test_capture_keeps_the_unet_output_and_trains_lora_through_the_map():
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)  # the processor computes the same attention
     assert maps.shape == (2, 16, 16) and bool(((maps >= 0) & (maps <= 1)).all())
     assert not store.active and store.maps == []
+    unet(sample, t, text)  # after stop(): the same ops run (for checkpointing's recompute), nothing is kept
+    assert store.maps == []
 
     target = torch.zeros(2, 1, 16, 16)
     target[:, :, 4:8, 4:8] = 1.0
