@@ -66,9 +66,8 @@ class DefectFillTrainConfig(_Strict):
     )
     use_dora: bool = Field(False, description="DoRA instead of plain LoRA")
     train_text_encoder: bool = Field(
-        False,
-        description="LoRA on the CLIP text encoder(s) too, as the paper does; off by default because transformers "
-        ">= 5.23 attaches (and diffusers loads) text-encoder adapters only with peft >= 0.22",
+        True,
+        description="LoRA on the CLIP text encoder(s) too, as the paper does (needs transformers < 5.24 with peft 0.21)",
     )
     text_encoder_rank: int | None = Field(None, ge=1, description="rank of the text-encoder adapters (default: rank)")
     text_encoder_lr: float | None = Field(None, gt=0.0, description="learning rate of the text encoder (default: lr)")
