@@ -38,6 +38,7 @@ from defectkit.io import atomic_path, write_text
 
 METADATA = "metadata.jsonl"
 CONTACT_SHEET = "contact_sheet.png"
+COMPARISON_SHEET = "real_vs_generated.png"
 
 
 class GeneratedWriter:
@@ -152,3 +153,46 @@ def read_generated(root: str | Path, split: str = "train") -> list[Sample]:
             )
         )
     return samples
+
+
+def comparison_sheet(
+    real: list[Any], generated: list[Any], path: str | Path, per_side: int = 4, tile: int = 96
+) -> Path:
+    """A grid with one row per defect type: ``per_side`` real images, then ``per_side`` generated ones.
+
+    Items are samples (``load_image()``) or records with a ``path``; both have ``defect_type``.
+
+    The report shows it (the generation metrics write it beside their figures), so
+    a reader can judge at a glance whether the generated images look like the class.
+    """
+    from PIL import ImageDraw
+
+    types = sorted({g.defect_type for g in generated})
+    gap, header = tile // 4, 14
+    width = 2 * per_side * tile + gap
+    sheet = Image.new("RGB", (width, header + len(types) * tile), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((2, 1), "real", fill=(0, 0, 0))
+    draw.text((per_side * tile + gap + 2, 1), "generated", fill=(0, 0, 0))
+    for row, defect_type in enumerate(types):
+        y = header + row * tile
+        sides = (
+            [s for s in real if s.defect_type == defect_type],
+            [g for g in generated if g.defect_type == defect_type],
+        )
+        for side, items in enumerate(sides):
+            x0 = side * (per_side * tile + gap)
+            for column, sample in enumerate(items[:per_side]):
+                if hasattr(sample, "load_image"):
+                    tile_image = sample.load_image()
+                else:
+                    with Image.open(sample.path) as opened:
+                        tile_image = opened.convert("RGB")
+                tile_image = tile_image.resize((tile, tile), Image.BILINEAR)
+                sheet.paste(tile_image, (x0 + column * tile, y))
+        draw.rectangle((0, y, 6 * len(defect_type) + 4, y + 12), fill=(0, 0, 0))
+        draw.text((2, y + 1), defect_type, fill=(255, 255, 255))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
+    return path

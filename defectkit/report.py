@@ -25,7 +25,7 @@ table{border-collapse:collapse;margin:.5rem 0} td,th{border:1px solid #ddd;paddi
 th{background:#f5f5f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .status-finished{color:#15803d} .status-failed,.status-interrupted{color:#b91c1c}
 figure{display:inline-block;margin:.3rem;vertical-align:top;max-width:48%} figure img{max-width:100%;border:1px solid #ddd}
-figcaption{font-size:12px;color:#555} pre{background:#f7f7f7;padding:.6rem;overflow:auto;font-size:12px}
+figcaption{font-size:12px;color:#555} img.curves{max-width:100%} code{font-size:12px} pre{background:#f7f7f7;padding:.6rem;overflow:auto;font-size:12px}
 """
 
 
@@ -57,24 +57,89 @@ def _read_scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
-def _curve_png(tag: str, points: list[tuple[int, float]]) -> str:
+def _smoothed(values: list[float], weight: float = 0.9) -> list[float]:
+    """TensorBoard's exponential moving average, so a noisy loss shows its trend."""
+    out, last = [], values[0]
+    for value in values:
+        last = weight * last + (1 - weight) * value
+        out.append(last)
+    return out
+
+
+def _curves_png(title: str, curves: dict[str, list[tuple[int, float]]]) -> str:
+    """One figure per step: a small panel per curve, the raw points faint and the trend on top."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = sorted(points)
-    fig, ax = plt.subplots(figsize=(4.2, 2.6), dpi=100)
-    ax.plot([p[0] for p in points], [p[1] for p in points], lw=1.2)
-    ax.set_title(tag, fontsize=9)
-    ax.set_xlabel("step", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.3)
+    columns = min(3, len(curves))
+    rows = -(-len(curves) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.5 * rows), dpi=100, squeeze=False)
+    for ax, (tag, points) in zip(axes.flat, sorted(curves.items()), strict=False):
+        points = sorted(points)
+        steps, values = [p[0] for p in points], [p[1] for p in points]
+        if len(values) > 20:
+            ax.plot(steps, values, lw=0.8, alpha=0.3, color="C0")
+            ax.plot(steps, _smoothed(values), lw=1.4, color="C0")
+        else:
+            ax.plot(steps, values, lw=1.2, marker="." if len(values) < 10 else None, color="C0")
+        ax.set_title(tag, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(curves) :]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _grouped_curves(curves: dict[str, list[tuple[int, float]]]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """``step_id/tag`` curves grouped by step id (curves of the run itself, ``run/...``, left out)."""
+    groups: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for tag, points in curves.items():
+        if len(points) < 2 or tag.startswith("run/"):
+            continue
+        step_id, _, name = tag.partition("/")
+        groups.setdefault(step_id if name else "", {})[name or tag] = points
+    return groups
+
+
+def _options(value: Any) -> str:
+    """A step's ``with:`` options on one line, short enough for a table cell."""
+    if not value:
+        return ""
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000).strip()
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _recipe_summary(resolved: dict[str, Any]) -> list[str]:
+    """What the run did, in a table: data, seed, device and one row per step."""
+    parts = ["<h2>Recipe</h2><table>"]
+    data = resolved.get("data") or {}
+    if data:
+        described = ", ".join(
+            f"{key} {html.escape(str(data[key]))}" for key in ("format", "category", "root") if data.get(key)
+        )
+        parts.append(f"<tr><th>data</th><td colspan=2>{described}</td></tr>")
+    for key in ("seed", "device"):
+        if key in resolved:
+            parts.append(f"<tr><th>{key}</th><td colspan=2>{html.escape(str(resolved[key]))}</td></tr>")
+    for number, step in enumerate(resolved.get("steps", []), start=1):
+        for kind, spec in step.items():
+            spec = spec or {}
+            use = spec.get("use", "")
+            use = ", ".join(use) if isinstance(use, list) else str(use or "built in")
+            parts.append(
+                f"<tr><th>{number}. {html.escape(kind)}</th><td>{html.escape(use)}</td>"
+                f"<td><code>{html.escape(_options(spec.get('with')))}</code></td></tr>"
+            )
+    parts.append("</table>")
+    return parts
 
 
 def render_report(run_dir: str | Path, options: Any = None) -> Path:
@@ -97,6 +162,8 @@ def render_report(run_dir: str | Path, options: Any = None) -> Path:
         f" · finished {html.escape(status.get('finished', '-'))}</p>"
     )
 
+    parts.extend(_recipe_summary(resolved))
+
     parts.append("<h2>Metrics</h2>")
     if metrics:
         for step_id, figures in metrics.items():
@@ -107,12 +174,12 @@ def render_report(run_dir: str | Path, options: Any = None) -> Path:
     else:
         parts.append("<p>No metrics recorded.</p>")
 
-    curves = _read_scalars(run_dir / "scalars.jsonl")
-    plotted = {tag: pts for tag, pts in curves.items() if len(pts) > 1 and not tag.startswith("run/")}
-    if plotted:
+    groups = _grouped_curves(_read_scalars(run_dir / "scalars.jsonl"))
+    if groups:
         parts.append("<h2>Training curves</h2>")
-        for tag, points in plotted.items():
-            parts.append(f"<figure><img alt='{html.escape(tag)}' src='{_curve_png(tag, points)}'></figure>")
+        for step_id, curves in groups.items():
+            alt = html.escape(", ".join(f"{step_id}/{tag}" if step_id else tag for tag in sorted(curves)))
+            parts.append(f"<p><img class='curves' alt='{alt}' src='{_curves_png(step_id, curves)}'></p>")
 
     parts.append(
         "<h2>Steps</h2><table><tr><th>step</th><th>kind</th><th>components</th><th>status</th>"

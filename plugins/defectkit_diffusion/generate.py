@@ -391,10 +391,10 @@ class StableDiffusionGenerator:
     def open_session(self, run_dir: str | Path, step_id: str, device: Any = "auto") -> GenerationSession:
         """Load the pipeline (with the run's adapter) once, for interactive generation (see docs/generation.md)."""
         run_dir = Path(run_dir)
-        step_dir = _step_dir(run_dir, step_id)
+        step_dir = find_step_dir(run_dir, step_id)
         adapter = None
         if self.config.adapter == "auto":
-            found = _find_artifact_before(run_dir, step_dir, "adapter")
+            found = find_artifact_before(run_dir, step_dir, "adapter")
             adapter = read_adapter(found) if found is not None else None
         elif self.config.adapter != "off":
             adapter = read_adapter(Path(self.config.adapter).expanduser())
@@ -472,14 +472,15 @@ def _distributed() -> bool:
     return world_size() > 1
 
 
-def _step_dir(run_dir: Path, step_id: str) -> Path:
+def find_step_dir(run_dir: Path, step_id: str) -> Path:
+    """The folder of step ``step_id`` (``03_generate`` for ``generate``) in ``run_dir``."""
     for folder in sorted(p for p in run_dir.iterdir() if p.is_dir()):
         if folder.name.partition("_")[2] == step_id or folder.name == step_id:
             return folder
     raise DefectkitError(f"{run_dir}: no step {step_id!r} in this run")
 
 
-def _find_artifact_before(run_dir: Path, step_dir: Path, name: str) -> Path | None:
+def find_artifact_before(run_dir: Path, step_dir: Path, name: str) -> Path | None:
     """The latest finished step before ``step_dir`` whose manifest declares artifact ``name``."""
     found = None
     for folder in sorted(p for p in run_dir.iterdir() if p.is_dir()):

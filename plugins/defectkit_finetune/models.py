@@ -85,8 +85,12 @@ class Backbone:
         return ((dist.mean - shift) * scale).float(), (dist.std * scale).float()
 
 
-def load_backbone(backend: str, model: str, device) -> Backbone:
-    """Load ``model`` through the ``model_backend`` component ``backend``; fp32 weights, all frozen."""
+def load_backbone(backend: str, model: str, device, inpainting: bool = False) -> Backbone:
+    """Load ``model`` through the ``model_backend`` component ``backend``; fp32 weights, all frozen.
+
+    ``inpainting=True``: the backend must be an inpainting one (a 9-channel UNet: noisy latent, mask,
+    masked-image latent), as the DefectFill trainer needs; else it must not be.
+    """
     from defectkit.plugins import get_registry
 
     component = get_registry().get("model_backend", backend)  # unknown names answer with the choices
@@ -94,17 +98,24 @@ def load_backbone(backend: str, model: str, device) -> Backbone:
     family = getattr(handle, "family", None)
     if family not in FAMILIES:
         raise DefectkitError(f"backend {backend!r}: family {family!r} is not one of {', '.join(FAMILIES)}")
-    if getattr(handle, "inpainting", False):
+    if inpainting and not getattr(handle, "inpainting", False):
+        raise DefectkitError(
+            f"backend {backend!r}: not an inpainting model; use sd2_inpainting, sd15_inpainting or sdxl_inpainting"
+        )
+    if not inpainting and getattr(handle, "inpainting", False):
         raise DefectkitError(
             f"backend {backend!r}: an inpainting model takes a masked image as extra UNet input; these trainers "
             "fine-tune text-to-image models: use the plain sd15/sdxl/sd3 backend"
         )
     pipe = handle.load_pipeline(device=device)
-    return backbone_from_pipeline(pipe, family)
+    return backbone_from_pipeline(pipe, family, inpainting=inpainting)
 
 
-def backbone_from_pipeline(pipe, family: str) -> Backbone:
-    """A :class:`Backbone` over an already loaded diffusers pipeline of ``family``."""
+def backbone_from_pipeline(pipe, family: str, inpainting: bool = False) -> Backbone:
+    """A :class:`Backbone` over an already loaded diffusers pipeline of ``family``.
+
+    ``inpainting=True`` expects the inpainting UNet (latent + mask + masked latent channels).
+    """
     from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
 
     if family == "sd3":
@@ -114,7 +125,13 @@ def backbone_from_pipeline(pipe, family: str) -> Backbone:
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
     else:
         denoiser = pipe.unet
-        if getattr(denoiser.config, "in_channels", 4) != getattr(pipe.vae.config, "latent_channels", 4):
+        latent = getattr(pipe.vae.config, "latent_channels", 4)
+        if inpainting and getattr(denoiser.config, "in_channels", 4) != 2 * latent + 1:
+            raise DefectkitError(
+                f"the loaded UNet takes {denoiser.config.in_channels} input channels, an inpainting UNet "
+                f"{2 * latent + 1}; load an inpainting model"
+            )
+        if not inpainting and getattr(denoiser.config, "in_channels", 4) != latent:
             raise DefectkitError(
                 "the loaded UNet takes more input channels than the VAE gives (an inpainting UNet); "
                 "fine-tune a text-to-image model"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,22 @@ from defectkit_finetune.optim import build_lr_scheduler, build_optimizer
 ADAPTER_DIR = "adapter"
 CHECKPOINT_DIR = "checkpoints"
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class TrainingState:
+    """What the optimisation loop (:meth:`FinetuneTrainer.optimize`) works on."""
+
+    model: torch.nn.Module  # the objective as accelerate prepared it
+    objective: torch.nn.Module  # the bare objective: its trainable weights are checkpointed
+    optimizer: torch.optim.Optimizer
+    schedule: object
+    scaler: object
+    ema: object
+    params: list
+    dtype: torch.dtype
+    first: int  # the first step to run (from a checkpoint when resuming)
+    nonfinite: int  # steps skipped so far
 
 
 class Objective(torch.nn.Module):
@@ -118,55 +135,20 @@ class FinetuneTrainer:
         schedule = build_lr_scheduler(optimizer, config)
         ema = self._ema(params) if config.ema else None
         scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-        manager = Checkpoints(ctx.step_dir / CHECKPOINT_DIR, config.keep_checkpoints)
-        first, nonfinite = 0, 0
-        latest = manager.latest() if ctx.resume else None
-        if latest is not None:
-            first, nonfinite = self._load(latest[1], objective, optimizer, schedule, scaler, ema, accelerator)
-            ctx.logger.info("%s: resumed from the checkpoint of step %d in %s", self.name, first, latest[1])
+        first, nonfinite = self.resume_state(ctx, objective, optimizer, schedule, scaler, ema)
         # the schedule is stepped by hand once per optimizer step: prepare() would step it once per process
         model, optimizer = accelerator.prepare(objective, optimizer)
-        autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
 
-        started = time.perf_counter()
-        loss_value = float("nan")
-        model.train()
-        for step in ctx.progress(range(first, config.steps), total=config.steps - first, description=self.name):
-            total = torch.zeros((), device=device)
-            for micro in range(config.grad_accumulation):
-                index = step * config.grad_accumulation + micro
-                inputs = self._inputs(backbone, source, index, latents_cache, text_cache, device, dtype)
-                sync = micro == config.grad_accumulation - 1
-                with contextlib.nullcontext() if sync else accelerator.no_sync(model), autocast:
-                    loss = model(**inputs) + self.extra_loss(backbone)
-                    loss = loss / config.grad_accumulation
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                else:
-                    accelerator.backward(loss)
-                total += loss.detach().float()
-            # every process must agree to skip, or their weights drift apart
-            finite = bool(accelerator.gather(torch.isfinite(total).reshape(1)).all())
-            if finite:
-                self._optimizer_step(optimizer, scaler, params, step, accelerator)
-                if ema is not None:
-                    ema.step(params)
-                loss_value = float(accelerator.gather(total.reshape(1)).mean())
-            else:
-                nonfinite += 1
-                ctx.logger.warning("%s: step %d: loss is %s, step skipped", self.name, step + 1, float(total))
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            done = step + 1
-            if done % config.log_every == 0 or done == config.steps:
-                ctx.log_scalar(f"{self.name}/loss", loss_value, done)
-                ctx.log_scalar(f"{self.name}/lr", schedule.get_last_lr()[0], done)
-                ctx.log_scalar(f"{self.name}/nonfinite_steps", nonfinite, done)
-            if done % config.checkpoint_every == 0 and done < config.steps:
-                self._save(ctx, manager, done, nonfinite, objective, optimizer, schedule, scaler, ema)
+        def micro_loss(index: int):
+            inputs = self._inputs(backbone, source, index, latents_cache, text_cache, device, dtype)
+            return model(**inputs) + self.extra_loss(backbone)
+
+        def after_step(done: int) -> None:
             if config.validation_every and done % config.validation_every == 0 and done < config.steps:
                 self._validate(ctx, backbone, classes, done, ema, params)
-        seconds = time.perf_counter() - started
+
+        state = TrainingState(model, objective, optimizer, schedule, scaler, ema, params, dtype, first, nonfinite)
+        loss_value, nonfinite, seconds = self.optimize(ctx, state, micro_loss, after_step)
 
         if ema is not None:
             ema.copy_to(params)  # the averaged weights are the ones exported
@@ -191,6 +173,71 @@ class FinetuneTrainer:
                 }
             )
         ctx.add_artifact("adapter", folder)
+
+    def optimize(self, ctx, state: TrainingState, micro_loss, after_step=None) -> tuple[float, int, float]:
+        """The optimisation loop every trainer built on this class shares, from ``state.first`` to ``config.steps``.
+
+        Gradient accumulation (``micro_loss(index)`` gives the loss of micro-batch ``index``, a counter a
+        resumed run repeats), autocast in ``state.dtype``, NaN/inf steps skipped on every process alike, the
+        schedule stepped once per optimizer step, loss/lr logging and checkpoints (of ``state.objective``, the
+        module ``state.model`` wraps). ``after_step(done)`` runs after each step. Returns (last finite loss,
+        non-finite steps, seconds).
+        """
+        config = self.config
+        model, objective, optimizer, schedule = state.model, state.objective, state.optimizer, state.schedule
+        scaler, ema, params, dtype = state.scaler, state.ema, state.params, state.dtype
+        first, nonfinite = state.first, state.nonfinite
+        accelerator = ctx.accelerator
+        device = accelerator.device
+        manager = Checkpoints(ctx.step_dir / CHECKPOINT_DIR, config.keep_checkpoints)
+        autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+        started = time.perf_counter()
+        loss_value = float("nan")
+        model.train()
+        for step in ctx.progress(range(first, config.steps), total=config.steps - first, description=self.name):
+            total = torch.zeros((), device=device)
+            for micro in range(config.grad_accumulation):
+                index = step * config.grad_accumulation + micro
+                sync = micro == config.grad_accumulation - 1
+                with contextlib.nullcontext() if sync else accelerator.no_sync(model), autocast:
+                    loss = micro_loss(index) / config.grad_accumulation
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                else:
+                    accelerator.backward(loss)
+                total += loss.detach().float()
+            # every process must agree to skip, or their weights drift apart
+            finite = bool(accelerator.gather(torch.isfinite(total).reshape(1)).all())
+            if finite:
+                self._optimizer_step(optimizer, scaler, params, step, accelerator)
+                if ema is not None:
+                    ema.step(params)
+                loss_value = float(accelerator.gather(total.reshape(1)).mean())
+            else:
+                nonfinite += 1
+                ctx.logger.warning("%s: step %d: loss is %s, step skipped", self.name, step + 1, float(total))
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                ctx.log_scalar(f"{self.name}/loss", loss_value, done)
+                ctx.log_scalar(f"{self.name}/lr", schedule.get_last_lr()[0], done)
+                ctx.log_scalar(f"{self.name}/nonfinite_steps", nonfinite, done)
+            if done % config.checkpoint_every == 0 and done < config.steps:
+                self._save(ctx, manager, done, nonfinite, objective, optimizer, schedule, scaler, ema)
+            if after_step is not None:
+                after_step(done)
+        return loss_value, nonfinite, time.perf_counter() - started
+
+    def resume_state(self, ctx, objective, optimizer, schedule, scaler, ema) -> tuple[int, int]:
+        """(first step, non-finite steps so far): from this step's latest checkpoint when resuming, else (0, 0)."""
+        manager = Checkpoints(ctx.step_dir / CHECKPOINT_DIR, self.config.keep_checkpoints)
+        latest = manager.latest() if ctx.resume else None
+        if latest is None:
+            return 0, 0
+        first, nonfinite = self._load(latest[1], objective, optimizer, schedule, scaler, ema, ctx.accelerator)
+        ctx.logger.info("%s: resumed from the checkpoint of step %d in %s", self.name, first, latest[1])
+        return first, nonfinite
 
     # -- pieces of the loop -----------------------------------------------------------------
 
@@ -421,18 +468,22 @@ class FinetuneTrainer:
         ctx.accelerator.wait_for_everyone()
         if ctx.is_main_process:
             lora = self.export_lora(backbone)
-            info = {
-                "trainer": self.name,
-                "base_model": self.config.model,
-                "backend": self.config.backend,
-                "resolution": self.config.resolution,
-                "classes": classes,
-                "prompts": {c: self.class_prompt(c) for c in classes},
-            }
+            info = self.adapter_info(classes)
             if lora:
                 info["ranks"] = lora.pop("ranks", None)
             adapters.save_adapter(folder, backbone, lora, self.tokens, info)
         ctx.accelerator.wait_for_everyone()
+
+    def adapter_info(self, classes: list[str]) -> dict:
+        """What ``adapter.json`` records beside the weights (subclasses add their own keys)."""
+        return {
+            "trainer": self.name,
+            "base_model": self.config.model,
+            "backend": self.config.backend,
+            "resolution": self.config.resolution,
+            "classes": classes,
+            "prompts": {c: self.class_prompt(c) for c in classes},
+        }
 
     def class_prompt(self, defect: str) -> str:
         token = self.tokens.tokens[defect] if self.tokens is not None else class_name(defect)

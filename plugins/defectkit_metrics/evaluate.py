@@ -15,6 +15,7 @@ import numpy as np
 
 from defectkit.data.sample import Sample
 from defectkit.errors import DefectkitError
+from defectkit.generated import COMPARISON_SHEET, comparison_sheet
 from defectkit_metrics import configs
 from defectkit_metrics.detection import DETECTION_KEYS, detection_metrics
 from defectkit_metrics.inputs import (
@@ -139,6 +140,7 @@ class _GenerationMetric:
             raise MissingInputError(
                 f"split {self.config.real_split!r} has no real image of the generated defect types ({', '.join(types)})"
             )
+        _comparison_figure(ctx, generated, real)
         figures = self.measure(ctx, generated, real)
         if self.config.per_defect_type and len(types) > 1:
             for defect_type in types:
@@ -189,6 +191,15 @@ class InceptionScoreMetric(_GenerationMetric):
 
         c = self.config
         return inception_score(self.images(generated), c.extractor, ctx.device, c.splits, c.batch_size)
+
+
+def _comparison_figure(ctx: Any, generated: list[GeneratedImage], real: list[Sample]) -> None:
+    """Real against generated images per defect type, once per evaluate step, shown in the report."""
+    path = ctx.step_dir / COMPARISON_SHEET
+    if path.exists():
+        return  # an earlier generation metric of this step drew it
+    comparison_sheet(real, generated, path)
+    ctx.add_figure(path, "real (left) and generated (right) images, one row per defect type")
 
 
 def _pairing(config: Any, generated: Sequence[GeneratedImage]) -> str:

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from defectkit.errors import DefectkitError
 from defectkit.testing import run_recipe_dict
@@ -98,6 +99,11 @@ def test_generation_metrics_in_a_recipe_with_models_built_in_the_test(tiny, tmp_
     assert 0 < figures["lbp_intersection"] <= 1 and 0 <= figures["lbp_chi2"] < 1
     assert 0 <= figures["clip_score"] <= 100
     assert 1 <= figures["inception_score_mean"] <= 5
+    # one real-against-generated sheet per evaluate step (not one per metric), shown in the report
+    manifest = json.loads((run / "02_evaluate" / "manifest.json").read_text())
+    assert [f["path"] for f in manifest["figures"]] == ["02_evaluate/real_vs_generated.png"]
+    sheet = Image.open(run / "02_evaluate" / "real_vs_generated.png")
+    assert sheet.size == (8 * 96 + 24, 14 + 2 * 96)  # 4 real + 4 generated per row, two defect types
 
 
 def test_missing_artifact_is_a_clear_error(tiny, tmp_path):

@@ -1,0 +1,17 @@
+"""Hook implementations of the augment plugin. Light: imported by ``defectkit plugins`` and ``--help``."""
+
+from defectkit import Component, hookimpl
+
+
+@hookimpl
+def defectkit_trainers() -> list[Component]:
+    return [
+        Component(
+            kind="trainer",
+            name="augment_compare",
+            factory="defectkit_augment.compare:AugmentCompare",
+            config="defectkit_augment.config:AugmentCompareConfig",
+            summary="closes the loop: one classifier trained on real images, then on real + generated, over seeds; the gain with its spread",
+            requires=("torch>=2.15", "torchvision>=0.29", "torchmetrics>=1.6", "scipy>=1.12"),
+        )
+    ]

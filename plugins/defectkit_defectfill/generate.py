@@ -1,0 +1,330 @@
+"""The ``defectfill`` generator: a good image and a mask in, a defective image and its mask out.
+
+For each mask the fine-tuned inpainting pipeline draws K candidates; low-fidelity
+selection keeps the one whose masked region differs most from the good image by
+LPIPS (DefectFill's observation: the candidate most faithful to the original
+often repaints the defect away). Every candidate is blended into the good image
+at its own size with the binary mask, ``out = mask ? generated : original`` in
+uint8, so pixels outside the mask are exactly the original's. The pairs are
+written with :class:`defectkit.generated.GeneratedWriter`, ready to train detectors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from defectkit_diffusion.adapter import ADAPTER_FILE, Adapter, apply_adapter, read_adapter
+from PIL import Image
+
+from defectkit.errors import DataError, DefectkitError
+from defectkit.generated import GeneratedWriter
+from defectkit.io import atomic_path, read_json, write_json
+from defectkit_defectfill.config import DefectFillGenerateConfig
+from defectkit_defectfill.masks import MaskSource
+
+log = logging.getLogger(__name__)
+
+SHARDS = ".shards"  # finished images of an interrupted step, written into generated/ at the end
+
+
+def blend(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``generated`` inside the boolean ``mask``, ``original`` outside, both uint8 ``(H, W, 3)``: bit-exact outside."""
+    if original.shape != generated.shape or original.shape[:2] != mask.shape:
+        raise ValueError(f"blend: shapes differ: {original.shape}, {generated.shape}, mask {mask.shape}")
+    return np.where(mask[..., None], generated, original)
+
+
+def mask_box(mask: np.ndarray, margin: float = 0.15) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the mask's pixels, grown by ``margin`` of its size on each side."""
+    rows, cols = np.nonzero(mask)
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    grow_y, grow_x = int(np.ceil((bottom - top) * margin)), int(np.ceil((right - left) * margin))
+    height, width = mask.shape
+    return max(0, left - grow_x), max(0, top - grow_y), min(width, right + grow_x), min(height, bottom + grow_y)
+
+
+def low_fidelity_index(
+    original: np.ndarray, candidates: list[np.ndarray], mask: np.ndarray, distance, size: int
+) -> tuple[int, list[float]]:
+    """The candidate farthest from ``original`` by LPIPS in the mask's box, and every candidate's distance."""
+    import torch
+
+    box = mask_box(mask)
+
+    def crop(array: np.ndarray) -> torch.Tensor:
+        piece = Image.fromarray(array).crop(box).resize((size, size), Image.Resampling.BICUBIC)
+        return torch.from_numpy(np.asarray(piece, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+    reference = crop(original)
+    batch = torch.stack([crop(c) for c in candidates])
+    with torch.no_grad():
+        values = distance(reference.expand_as(batch).contiguous(), batch)
+    values = [float(v) for v in values.flatten().cpu()]
+    return int(np.argmax(values)), values
+
+
+@dataclass
+class Loaded:
+    """The fine-tuned inpainting pipeline and what the adapter says about it."""
+
+    pipe: Any
+    backend: Any
+    adapter: Adapter
+    info: dict
+    resolution: int
+    distance: Any = None
+    tokens: dict[str, str] = field(default_factory=dict)
+
+
+class DefectFillGenerator:
+    """The ``generate`` step of DefectFill (and ``defectkit serve``'s inpainting session)."""
+
+    def __init__(self, config: DefectFillGenerateConfig | None = None) -> None:
+        self.config = config or DefectFillGenerateConfig()
+
+    # -- loading --------------------------------------------------------------------------
+
+    def load(self, adapter_folder: Path, device: Any) -> Loaded:
+        from defectkit_diffusion.backends import resolve_device
+
+        from defectkit.plugins import get_registry
+
+        config = self.config
+        adapter = read_adapter(adapter_folder)
+        info = json.loads((Path(adapter_folder) / ADAPTER_FILE).read_text(encoding="utf-8"))
+        backend_name = config.backend or info.get("backend") or "sd2_inpainting"
+        model = config.model or info.get("base_model") or ""
+        target = resolve_device(config.device if config.device != "auto" else device)
+        options = {"model": model, "dtype": config.dtype, "device": str(target)}
+        backend = get_registry().get("model_backend", backend_name).create(options)
+        if not getattr(backend, "inpainting", False):
+            raise DefectkitError(f"generate: backend {backend_name!r} is not an inpainting backend")
+        backend.set_hint = "...generate.with.model"
+        pipe = backend.load_pipeline(device=target, compile=False)
+        tokens = apply_adapter(pipe, adapter, backend.family)
+        if backend.config.compile:
+            backend.compile(pipe)
+        resolution = config.resolution or int(info.get("resolution") or backend.resolution)
+        return Loaded(pipe, backend, adapter, info, resolution, tokens=tokens)
+
+    def selection_distance(self, device):
+        from defectkit_metrics.extractors import lpips_distance
+
+        return lpips_distance(self.config.selection_extractor, device)
+
+    # -- one image ------------------------------------------------------------------------
+
+    def prompt(self, loaded: Loaded, defect_types: list[str], object_class: str) -> str:
+        missing = [t for t in defect_types if t not in loaded.tokens]
+        if missing:
+            raise DefectkitError(
+                f"generate: the adapter has no token for {', '.join(missing)}; it learnt {', '.join(sorted(loaded.tokens))}"
+            )
+        tokens = " and ".join(loaded.tokens[t] for t in defect_types)
+        return self.config.prompt.format(object_class=object_class, tokens=tokens)
+
+    def fill(
+        self,
+        loaded: Loaded,
+        image: Image.Image,
+        mask: np.ndarray,
+        prompt: str,
+        seed: int,
+        negative_prompt: str | None = None,
+        guidance: float | None = None,
+        steps: int | None = None,
+        candidates: int | None = None,
+    ) -> tuple[Image.Image, list[float], int]:
+        """K candidates for ``mask`` on ``image``, blended; return the low-fidelity one, all distances, its index."""
+        import torch
+
+        config = self.config
+        count = candidates or config.candidates
+        original = np.asarray(image.convert("RGB"))
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != original.shape[:2]:
+            raise DataError(f"generate: the mask is {mask.shape[::-1]}, the image {original.shape[1::-1]}")
+        if not mask.any():
+            raise DataError("generate: the mask is empty; mark where the defect goes")
+        size = loaded.resolution
+        small = Image.fromarray(original).resize((size, size), Image.Resampling.BICUBIC)
+        # any coverage of a low-resolution pixel counts, so a thin mask is never lost at the model's size
+        coverage = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.Resampling.BOX)
+        small_mask = Image.fromarray(((np.asarray(coverage) > 0) * 255).astype(np.uint8))
+        with torch.inference_mode():
+            outputs = loaded.pipe(
+                prompt=prompt,
+                negative_prompt=(config.negative_prompt if negative_prompt is None else negative_prompt) or None,
+                image=small,
+                mask_image=small_mask,
+                height=size,
+                width=size,
+                strength=config.strength,
+                num_inference_steps=steps or config.steps,
+                guidance_scale=config.guidance if guidance is None else guidance,
+                num_images_per_prompt=count,
+                generator=[torch.Generator("cpu").manual_seed(seed * 1_000 + k) for k in range(count)],
+            ).images
+        width, height = image.size
+        blended = [
+            blend(original, np.asarray(o.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)), mask)
+            for o in outputs
+        ]
+        if count == 1:
+            return Image.fromarray(blended[0]), [], 0
+        if loaded.distance is None:
+            loaded.distance = self.selection_distance(loaded.backend.device())
+        chosen, distances = low_fidelity_index(original, blended, mask, loaded.distance, config.selection_size)
+        return Image.fromarray(blended[chosen]), distances, chosen
+
+    # -- the step -------------------------------------------------------------------------
+
+    def _adapter_folder(self, ctx) -> Path:
+        if self.config.adapter == "auto":
+            return ctx.artifact("adapter")
+        return Path(self.config.adapter).expanduser()
+
+    def groups(self, loaded: Loaded) -> list[list[str]]:
+        types = list(self.config.defect_types) or list(loaded.info.get("classes") or sorted(loaded.tokens))
+        return [[t] for t in types] + [list(g) for g in self.config.combine]
+
+    def generate(self, ctx) -> None:
+        config = self.config
+        if not ctx.is_main_process:  # one process generates: the pipeline call is the batch
+            ctx.accelerator.wait_for_everyone()
+            return
+        loaded = self.load(self._adapter_folder(ctx), ctx.device)
+        goods = sorted((s for s in ctx.samples(config.source_split) if s.label == 0), key=lambda s: s.id)
+        if not goods:
+            raise DataError(f"generate: split {config.source_split!r} has no good (normal) image to put defects on")
+        masks = MaskSource(config.mask, ctx.samples(config.mask.split) if config.mask.source == "real" else None)
+        groups = self.groups(loaded)
+        masks.check(sorted({t for g in groups for t in g}))
+        for group in groups:
+            self.prompt(loaded, group, "x")  # every token known before the first image is drawn
+        base_seed = ctx.seed if config.seed is None else config.seed
+        common = {
+            "generator": "defectfill",
+            "backend": loaded.backend.name,
+            "model": loaded.backend.model,
+            "adapter": str(loaded.adapter.folder),
+            "steps": config.steps,
+            "guidance": config.guidance,
+            "strength": config.strength,
+            "resolution": loaded.resolution,
+            "candidates": config.candidates,
+            "selection_extractor": config.selection_extractor,
+            "mask_source": config.mask.source,
+        }
+        jobs = [(group, number) for group in groups for number in range(config.images_per_class)]
+        shards = ctx.step_dir / SHARDS
+        shards.mkdir(parents=True, exist_ok=True)
+        for index, (group, number) in enumerate(
+            ctx.progress(jobs, total=len(jobs), description=f"{ctx.step_id}: defectfill")
+        ):
+            if (shards / f"{index:06d}.json").is_file():
+                continue  # a resumed step: this image was finished (its JSON is written last)
+            good = goods[index % len(goods)]
+            seed = base_seed + index
+            image = good.load_image().convert("RGB")
+            mask = masks.draw(group, image.size, number, np.random.default_rng(seed))
+            object_class = (
+                config.object_class or loaded.info.get("object_classes", {}).get(group[0]) or good.object_class
+            )
+            prompt = self.prompt(loaded, group, object_class)
+            result, distances, chosen = self.fill(loaded, image, mask, prompt, seed)
+            meta = {
+                **common,
+                "prompt": prompt,
+                "negative_prompt": config.negative_prompt,
+                "seed": seed,
+                "source": good.id,
+                "defect_types": group,
+                "lpips_candidates": [round(d, 6) for d in distances],
+                "chosen": chosen,
+            }
+            with atomic_path(shards / f"{index:06d}.png") as tmp:
+                result.save(tmp, format="PNG")
+            with atomic_path(shards / f"{index:06d}_mask.png") as tmp:
+                Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+            write_json(shards / f"{index:06d}.json", {"defect_type": "+".join(group), "meta": meta})
+
+        writer = GeneratedWriter(ctx.step_dir / "generated", object_class=config.object_class or goods[0].object_class)
+        for index in range(len(jobs)):
+            record = read_json(shards / f"{index:06d}.json")
+            with Image.open(shards / f"{index:06d}.png") as image, Image.open(shards / f"{index:06d}_mask.png") as mask:
+                writer.add(image.convert("RGB"), record["defect_type"], record["meta"], mask=np.asarray(mask) > 127)
+        root = writer.close(contact_sheet=config.contact_sheet)
+        shutil.rmtree(shards, ignore_errors=True)
+        ctx.add_artifact("generated_images", root)
+        if config.contact_sheet:
+            ctx.add_figure(root / "contact_sheet.png", f"{len(jobs)} DefectFill images, one row per defect type")
+        ctx.log_metrics({"generated_images": len(jobs), "groups": len(groups), "candidates": config.candidates})
+        if _distributed():
+            ctx.accelerator.wait_for_everyone()
+
+    # -- the web UI's session -------------------------------------------------------------
+
+    def open_session(self, run_dir: str | Path, step_id: str, device: Any = "auto") -> DefectFillSession:
+        """Load the pipeline with the run's adapter once, for ``defectkit serve``'s inpainting tab."""
+        from defectkit_diffusion.generate import find_artifact_before, find_step_dir
+
+        run_dir = Path(run_dir)
+        step_dir = find_step_dir(run_dir, step_id)
+        if self.config.adapter == "auto":
+            folder = find_artifact_before(run_dir, step_dir, "adapter")
+            if folder is None:
+                raise DefectkitError(f"{run_dir}: no finished step before {step_dir.name} wrote an adapter")
+        else:
+            folder = Path(self.config.adapter).expanduser()
+        loaded = self.load(folder, device)
+        return DefectFillSession(self, loaded)
+
+
+class DefectFillSession:
+    """``generate(label, image=good, mask=painted) -> PIL.Image`` with the step's options."""
+
+    def __init__(self, generator: DefectFillGenerator, loaded: Loaded) -> None:
+        self.generator = generator
+        self.loaded = loaded
+        self.labels = ["+".join(g) for g in generator.groups(loaded)]
+
+    def generate(
+        self,
+        label: str,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        seed: int = 0,
+        guidance: float | None = None,
+        steps: int | None = None,
+        control_image: Image.Image | None = None,
+        image: Image.Image | None = None,
+        mask: Image.Image | None = None,
+    ) -> Image.Image:
+        if label not in self.labels:
+            raise DefectkitError(f"unknown defect type {label!r}; this run generates {', '.join(self.labels)}")
+        if image is None or mask is None:
+            raise DefectkitError("DefectFill fills a defect into a good image: give the image and paint the mask")
+        image = image.convert("RGB")
+        array = np.asarray(mask.convert("L").resize(image.size, Image.Resampling.NEAREST)) > 127
+        group = label.split("+")
+        object_class = self.generator.config.object_class or self.loaded.info.get("object_classes", {}).get(
+            group[0], ""
+        )
+        text = prompt or self.generator.prompt(self.loaded, group, object_class or "object")
+        result, _, _ = self.generator.fill(
+            self.loaded, image, array, text, int(seed), negative_prompt=negative_prompt, guidance=guidance, steps=steps
+        )
+        return result
+
+
+def _distributed() -> bool:
+    from defectkit.run import world_size
+
+    return world_size() > 1

@@ -1,0 +1,39 @@
+"""Hook implementations of the DefectFill plugin. Light: imported by ``defectkit plugins`` and ``--help``."""
+
+from defectkit import Component, hookimpl
+
+_REQUIRES = (
+    "torch>=2.15",
+    "diffusers>=0.42",
+    "peft>=0.21",
+    "accelerate>=1.10",
+    "torchmetrics>=1.6",
+)
+
+
+@hookimpl
+def defectkit_trainers() -> list[Component]:
+    return [
+        Component(
+            kind="trainer",
+            name="defectfill",
+            factory="defectkit_defectfill.trainer:DefectFillTrainer",
+            config="defectkit_defectfill.config:DefectFillTrainConfig",
+            summary="DefectFill: inpainting model + LoRA + defect token, defect/object/attention losses",
+            requires=_REQUIRES,
+        )
+    ]
+
+
+@hookimpl
+def defectkit_generators() -> list[Component]:
+    return [
+        Component(
+            kind="generator",
+            name="defectfill",
+            factory="defectkit_defectfill.generate:DefectFillGenerator",
+            config="defectkit_defectfill.config:DefectFillGenerateConfig",
+            summary="DefectFill: good image + mask -> defect image; low-fidelity (LPIPS) selection, exact outside",
+            requires=_REQUIRES,
+        )
+    ]
