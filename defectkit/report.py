@@ -134,9 +134,10 @@ def _recipe_summary(resolved: dict[str, Any]) -> list[str]:
             spec = spec or {}
             use = spec.get("use", "")
             use = ", ".join(use) if isinstance(use, list) else str(use or "built in")
+            own_data = f"data: {_options(spec['data'])}; " if spec.get("data") else ""  # a step's own data: block
             parts.append(
                 f"<tr><th>{number}. {html.escape(kind)}</th><td>{html.escape(use)}</td>"
-                f"<td><code>{html.escape(_options(spec.get('with')))}</code></td></tr>"
+                f"<td><code>{html.escape(own_data + _options(spec.get('with')))}</code></td></tr>"
             )
     parts.append("</table>")
     return parts
