@@ -1,8 +1,8 @@
 """``augment_compare``: does adding generated images help a detector trained on real ones?
 
-For each seed the same classifier (same initialisation, same data order for the
-real images, same epochs) is trained twice: on the real training images, and on
-the real plus the generated ones (the ``generated_images`` artifact of an
+For each seed the same classifier (same initialisation, same number of
+optimizer steps and batch size) is trained twice: on the real training images,
+and on the real plus the generated ones (the ``generated_images`` artifact of an
 earlier step). Both are scored on the same held-out real images. The per-seed
 differences give the gain's mean, standard deviation and a Student-t 95 %
 interval: the figure is reported whatever its sign.
@@ -138,26 +138,30 @@ class AugmentCompare:
         torch.manual_seed(seed)  # the same initial weights for both arms of a seed
         model = build_model(c.model, len(classes)).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        steps_per_epoch = math.ceil(len(images) / c.batch_size)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.epochs * steps_per_epoch)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.steps)
         generator = torch.Generator().manual_seed(seed)
         mean = torch.tensor([0.5, 0.5, 0.5], device=device).view(1, 3, 1, 1)
-        for epoch in range(c.epochs):
-            model.train()
-            order = torch.randperm(len(images), generator=generator)
-            total = 0.0
-            for start in range(0, len(images), c.batch_size):
-                index = order[start : start + c.batch_size]
-                x = images[index].to(device).float() / 255.0 - mean
-                flip = torch.rand(x.shape[0], generator=generator) < 0.5  # the only augmentation: a horizontal flip
-                x[flip] = x[flip].flip(-1)
-                loss = nn.functional.cross_entropy(model(x), labels[index].to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total += loss.item() * len(index)
-            ctx.log_scalar(f"loss/{arm}_seed{seed}", total / len(images), epoch)
+        model.train()
+        order, position, running = torch.randperm(len(images), generator=generator), 0, []
+        log_every = max(1, c.steps // 50)
+        for step in range(c.steps):
+            # batches walk through shuffled passes over the arm's images: the same steps, whatever its size
+            index = order[position : position + c.batch_size]
+            position += c.batch_size
+            if position >= len(images):
+                order, position = torch.randperm(len(images), generator=generator), 0
+            x = images[index].to(device).float() / 255.0 - mean
+            flip = torch.rand(x.shape[0], generator=generator) < 0.5  # the only augmentation: a horizontal flip
+            x[flip] = x[flip].flip(-1)
+            loss = nn.functional.cross_entropy(model(x), labels[index].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            running.append(loss.item())
+            if (step + 1) % log_every == 0:
+                ctx.log_scalar(f"loss/{arm}_seed{seed}", float(np.mean(running)), step + 1)
+                running = []
         model.eval()
         predictions = []
         with torch.no_grad():

@@ -16,7 +16,9 @@ class AugmentCompareConfig(BaseModel):
         "small_cnn", description="small_cnn: four conv blocks (CPU-sized); resnet18: torchvision's, from scratch"
     )
     image_size: int = Field(64, ge=16, le=512, description="images are resized to image_size x image_size")
-    epochs: int = Field(15, ge=1, description="epochs per training (both arms: the same number of epochs)")
+    steps: int = Field(
+        300, ge=1, description="optimizer steps per training, the same for both arms (so only the data differs)"
+    )
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate, cosine-decayed to zero")
     weight_decay: float = Field(1e-4, ge=0)

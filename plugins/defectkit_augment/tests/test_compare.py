@@ -66,7 +66,7 @@ def _recipe(generate: dict | None = None, **options) -> dict:
             {
                 "train": {
                     "use": "augment_compare",
-                    "with": {"image_size": 32, "epochs": 2, "batch_size": 16, "seeds": [0, 1], **options},
+                    "with": {"image_size": 32, "steps": 4, "batch_size": 16, "seeds": [0, 1], **options},
                 }
             },
         ],
@@ -138,7 +138,7 @@ def test_options_are_checked():
     from defectkit.plugins import get_registry
 
     component = get_registry().get("trainer", "augment_compare")
-    check_component(component, {"epochs": 1})
+    check_component(component, {"steps": 1})
     with pytest.raises(Exception, match="seeds"):
         component.build_config({"seeds": [0]})
 
@@ -159,7 +159,7 @@ def test_an_interrupted_comparison_resumes_without_retraining_finished_arms(tmp_
         return real_fit(self, ctx, *args)
 
     monkeypatch.setattr(AugmentCompare, "_fit_and_score", counting_fit)
-    validated = validate_recipe(_recipe(epochs=1), get_registry(), source="<test>")
+    validated = validate_recipe(_recipe(steps=2), get_registry(), source="<test>")
     with pytest.raises(RunInterrupted):
         run_recipe(validated, out=tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run" / "02_train" / "results").iterdir()) == [
