@@ -171,24 +171,10 @@ class DefectFillTrainer(TiLoraTrainer):
         folder = ctx.step_dir / ADAPTER_DIR
         self._export(ctx, backbone, folder, classes)
         if ctx.is_main_process:
-            ctx.log_metrics(
-                {
-                    "trainer": self.name,
-                    "family": backbone.family,
-                    "model": self.model_source,
-                    "train_images": len(records),
-                    "classes": len(classes),
-                    "processes": accelerator.num_processes,
-                    "steps": config.steps,
-                    "trained_steps": config.steps - first,
-                    "nonfinite_steps": nonfinite,
-                    "final_loss": round(loss_value, 6),
-                    **{f"final_loss_{name}": round(value, 6) for name, value in last_terms.items()},
-                    "trainable_parameters": sum(p.numel() for p in params),
-                    "train_seconds": round(seconds, 1),
-                    "precision": str(dtype).removeprefix("torch."),
-                }
-            )
+            figures = self.run_metrics(ctx, backbone, state, len(records), len(classes), loss_value, nonfinite, seconds)
+            figures["model"] = self.model_source
+            figures.update({f"final_loss_{name}": round(value, 6) for name, value in last_terms.items()})
+            ctx.log_metrics(figures)
         ctx.add_artifact("adapter", folder)
 
     # -- inputs --------------------------------------------------------------------------

@@ -157,22 +157,37 @@ class FinetuneTrainer:
         self._validate(ctx, backbone, classes, config.steps, None, params, final=True)
         if ctx.is_main_process:
             ctx.log_metrics(
-                {
-                    "trainer": self.name,
-                    "family": backbone.family,
-                    "train_images": len(records),
-                    "classes": len(classes),
-                    "processes": accelerator.num_processes,
-                    "steps": config.steps,
-                    "trained_steps": config.steps - first,
-                    "nonfinite_steps": nonfinite,
-                    "final_loss": round(loss_value, 6),
-                    "trainable_parameters": sum(p.numel() for p in params),
-                    "train_seconds": round(seconds, 1),
-                    "precision": str(dtype).removeprefix("torch."),
-                }
+                self.run_metrics(ctx, backbone, state, len(records), len(classes), loss_value, nonfinite, seconds)
             )
         ctx.add_artifact("adapter", folder)
+
+    def run_metrics(
+        self,
+        ctx,
+        backbone,
+        state: TrainingState,
+        images: int,
+        classes: int,
+        loss: float,
+        nonfinite: int,
+        seconds: float,
+    ) -> dict:
+        """The figures every trainer built on :meth:`optimize` reports in metrics.json."""
+        config = self.config
+        return {
+            "trainer": self.name,
+            "family": backbone.family,
+            "train_images": images,
+            "classes": classes,
+            "processes": ctx.accelerator.num_processes,
+            "steps": config.steps,
+            "trained_steps": config.steps - state.first,
+            "nonfinite_steps": nonfinite,
+            "final_loss": round(loss, 6),
+            "trainable_parameters": sum(p.numel() for p in state.params),
+            "train_seconds": round(seconds, 1),
+            "precision": str(state.dtype).removeprefix("torch."),
+        }
 
     def optimize(self, ctx, state: TrainingState, micro_loss, after_step=None) -> tuple[float, int, float]:
         """The optimisation loop every trainer built on this class shares, from ``state.first`` to ``config.steps``.
