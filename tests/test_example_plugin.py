@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,24 +15,30 @@ EXAMPLE = ROOT / "examples" / "defectkit-example"
 
 
 @pytest.fixture(scope="module")
-def venv(tmp_path_factory) -> Path:
-    """A virtual environment that sees defectkit's installation and gets the example plugin pip-installed."""
-    env = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env)], check=True, timeout=300)
-    python = env / "bin" / "python"
+def example_env(tmp_path_factory) -> dict[str, str]:
+    """The environment of a process that sees the example plugin pip-installed beside defectkit.
+
+    The plugin is installed with ``pip --target`` into a folder put on PYTHONPATH,
+    for the interpreter running the tests. A nested ``venv --system-site-packages``
+    would see the *base* interpreter's packages, not an active virtual
+    environment's, and so miss defectkit when the suite runs inside a venv.
+    """
+    target = tmp_path_factory.mktemp("site")
     result = subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q", str(EXAMPLE)],
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q", "--target", str(target), str(EXAMPLE)],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    return python
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(target), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
-def test_installed_example_is_listed_with_its_version(venv):
+def test_installed_example_is_listed_with_its_version(example_env):
     result = subprocess.run(
-        [str(venv), "-m", "defectkit", "plugins", "--json"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "defectkit", "plugins", "--json"], capture_output=True, text=True, timeout=120, env=example_env
     )
     assert result.returncode == 0, result.stderr
     example = next(p for p in json.loads(result.stdout) if p["name"] == "example")
@@ -42,7 +49,7 @@ def test_installed_example_is_listed_with_its_version(venv):
     assert example["hooks"] == ["defectkit_detectors"]
 
 
-def test_example_component_runs_in_a_recipe(venv, tiny_mvtec, tmp_path):
+def test_example_component_runs_in_a_recipe(example_env, tiny_mvtec, tmp_path):
     recipe = tmp_path / "example.yaml"
     recipe.write_text(
         "version: 1\nname: example\n"
@@ -51,10 +58,11 @@ def test_example_component_runs_in_a_recipe(venv, tiny_mvtec, tmp_path):
     )
     out = tmp_path / "run"
     result = subprocess.run(
-        [str(venv), "-m", "defectkit", "run", str(recipe), "--out", str(out)],
+        [sys.executable, "-m", "defectkit", "run", str(recipe), "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
+        env=example_env,
     )
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "01_detect" / "manifest.json").read_text())
@@ -63,12 +71,13 @@ def test_example_component_runs_in_a_recipe(venv, tiny_mvtec, tmp_path):
     assert maps and (out / "01_detect" / "scores.csv").read_text().startswith("path,score\n")
 
 
-def test_example_plugin_own_tests_pass(venv):
+def test_example_plugin_own_tests_pass(example_env):
     result = subprocess.run(
-        [str(venv), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=EXAMPLE,
+        env=example_env,
     )
     assert result.returncode == 0, result.stdout[-3000:]

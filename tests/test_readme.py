@@ -22,5 +22,12 @@ def test_quick_start_has_exactly_two_commands():
     assert re.search(r"python -m pytest$", commands[1])
 
 
-def test_ci_runs_the_readme_test_command():
-    assert quick_start_commands()[1] in (ROOT / ".ci" / "run").read_text()
+def test_ci_runs_both_readme_commands_in_a_fresh_venv():
+    script = (ROOT / ".ci" / "run").read_text()
+    lines = [line.strip() for line in script.splitlines()]
+    for command in quick_start_commands():
+        assert command in lines, f"{command!r} is not a line of .ci/run"
+    venv_at = next(i for i, line in enumerate(lines) if "-m venv" in line)
+    activate_at = next(i for i, line in enumerate(lines) if "bin/activate" in line)
+    first_command = lines.index(quick_start_commands()[0])
+    assert venv_at < activate_at < first_command
