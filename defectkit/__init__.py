@@ -10,10 +10,10 @@ The public API for plugin authors is small and imports nothing heavy:
 - :mod:`defectkit.testing` is a pytest plugin with fixtures and contract checks.
 """
 
-from defectkit.components import KINDS, Component
+from defectkit.components import KINDS, Component, Consumes
 from defectkit.errors import DefectkitError
 from defectkit.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
-__all__ = ["KINDS", "Component", "DefectkitError", "__version__", "hookimpl"]
+__all__ = ["KINDS", "Component", "Consumes", "DefectkitError", "__version__", "hookimpl"]

@@ -104,10 +104,19 @@ def validate(recipe: str, overrides: tuple[str, ...]) -> None:
 @click.option("--dry-run", is_flag=True, help="validate and show the plan; load no model")
 @click.option("--resume", is_flag=True, help="continue the run in --out: skip finished steps, resume the current one")
 @click.option("--print-config", is_flag=True, help="print the resolved recipe (all defaults filled in) and stop")
+@click.option("--quiet", "-q", is_flag=True, help="no progress, log or results table: print only the run directory")
+@click.option("--verbose", "-v", is_flag=True, help="also show the libraries' own warnings and progress bars")
 def run(
-    recipe: str, out: Path | None, overrides: tuple[str, ...], dry_run: bool, resume: bool, print_config: bool
+    recipe: str,
+    out: Path | None,
+    overrides: tuple[str, ...],
+    dry_run: bool,
+    resume: bool,
+    print_config: bool,
+    quiet: bool,
+    verbose: bool,
 ) -> None:
-    """Run a recipe into a run directory."""
+    """Run a recipe into a run directory, then print each step's figures."""
     validated = _load(recipe, overrides)
     if print_config:
         import yaml
@@ -124,11 +133,31 @@ def run(
 
     from defectkit.run import run_recipe
 
-    console = Console(stderr=True)
+    console = None if quiet else Console(stderr=True)
     command = "defectkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run_dir = run_recipe(validated, out=out, resume=resume, console=console, command=command)
-    console.print(f"run finished: {run_dir}", markup=False, highlight=False)
+    run_dir = run_recipe(validated, out=out, resume=resume, console=console, command=command, verbose=verbose)
+    if quiet:
+        click.echo(str(run_dir))
+        return
+    _show(run_dir)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def show(run_dir: Path) -> None:
+    """Print a run's status and each step's figures (what `run` prints at its end)."""
+    _show(run_dir)
+
+
+def _show(run_dir: Path) -> None:
+    from rich.console import Console
+
+    from defectkit.summary import print_summary
+
+    console = Console()
+    print_summary(run_dir, console)
     report = run_dir / "report.html"
+    console.print(f"run: {run_dir}", markup=False, highlight=False)
     if report.exists():
         console.print(f"report: {report}", markup=False, highlight=False)
 

@@ -29,6 +29,27 @@ KINDS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
+class Consumes:
+    """An artifact a component reads from an earlier step (``ctx.artifact(name)``).
+
+    Attributes:
+        artifact: the artifact's name (``checkpoint``, ``anomaly_maps``, ``adapter`` ...).
+        producers: names of the components whose artifact this one can read
+            (a decodiff detector reads only decodiff checkpoints); empty: any.
+        required: ``False`` when the component can do without it (or has an
+            option that replaces it, such as a checkpoint path); validation then
+            only checks the producer when there is one.
+    """
+
+    artifact: str
+    producers: tuple[str, ...] = ()
+    required: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "producers", tuple(self.producers))
+
+
+@dataclass(frozen=True)
 class Component:
     """One named, configurable piece a recipe can ``use:``.
 
@@ -44,6 +65,11 @@ class Component:
         summary: one line for ``defectkit plugins``.
         requires: requirement strings (PEP 508) the factory needs, shown to
             users and checked by :func:`defectkit.testing.check_component`.
+        produces: the artifacts its step declares with ``ctx.add_artifact``;
+            ``None`` (the default): not declared, so validation cannot look
+            past this step for a producer and leaves the check to the run.
+        consumes: the artifacts it reads from earlier steps (:class:`Consumes`),
+            checked by ``defectkit validate`` against the steps before it.
         plugin: the distribution that registered it; filled in by the registry.
     """
 
@@ -53,6 +79,8 @@ class Component:
     config: str | None = None
     summary: str = ""
     requires: tuple[str, ...] = field(default_factory=tuple)
+    produces: tuple[str, ...] | None = None
+    consumes: tuple[Consumes, ...] = field(default_factory=tuple)
     plugin: str = ""
 
     def __post_init__(self) -> None:
@@ -66,6 +94,12 @@ class Component:
                     f"{self.kind} {self.name!r}: {label} must be an import string 'module:attribute', got {target!r}"
                 )
         object.__setattr__(self, "requires", tuple(self.requires))
+        if self.produces is not None:
+            object.__setattr__(self, "produces", tuple(self.produces))
+        consumes = tuple(Consumes(c) if isinstance(c, str) else c for c in self.consumes)
+        if not all(isinstance(c, Consumes) for c in consumes):
+            raise ValueError(f"{self.kind} {self.name!r}: consumes must hold Consumes records or artifact names")
+        object.__setattr__(self, "consumes", consumes)
 
     @property
     def qualified_name(self) -> str:
@@ -100,6 +134,10 @@ class Component:
             "config": self.config,
             "summary": self.summary,
             "requires": list(self.requires),
+            "produces": None if self.produces is None else list(self.produces),
+            "consumes": [
+                {"artifact": c.artifact, "producers": list(c.producers), "required": c.required} for c in self.consumes
+            ],
             "plugin": self.plugin,
         }
 

@@ -4,7 +4,11 @@ Validation happens before anything heavy is imported:
 
 1. structure: the recipe's own pydantic models, unknown keys rejected everywhere;
 2. names: every ``data.format`` and ``use:`` against the plugin registry;
-3. options: every ``with:`` block against its component's pydantic config model.
+3. options: every ``with:`` block against its component's pydantic config model;
+4. look ahead: every data root and category exists (no image is opened), and
+   every artifact a step's components consume (:class:`~defectkit.components.Consumes`)
+   comes from an earlier step whose component produces it and is one the
+   consumer accepts.
 
 Every mistake becomes one :class:`~defectkit.errors.RecipeError` whose message
 names the file and the key path, e.g.
@@ -426,6 +430,14 @@ def validate_recipe(
                 for c in step.components
             ]
 
+    # pass 4: look ahead at the data on disk and the artifacts between steps
+    if data_config is not None:
+        _check_paths(data_config, source, ["data"])
+    for step in steps:
+        if step.data_config is not None:
+            _check_paths(step.data_config, source, ["steps", step.index, step.kind, "data"])
+        _check_artifacts(step, steps, registry, source)
+
     resolved = recipe.model_dump(mode="json", by_alias=True, exclude_none=True)
     if data_config is not None:
         resolved["data"]["with"] = _data_options(data_config)
@@ -513,6 +525,84 @@ def _build_data_config(
             path = [*prefix, "with", *loc]
             msg = _error_message(err, model)
         raise RecipeError(f"{source}: {format_loc(path)}: {msg}") from None
+
+
+def _check_paths(config: Any, source: str, prefix: list[str | int]) -> None:
+    check = getattr(config, "check_paths", None)
+    problem = check() if callable(check) else None
+    if problem is not None:
+        key, message = problem
+        raise RecipeError(f"{source}: {format_loc([*prefix, key])}: {message}")
+
+
+#: what each built-in step produces (it has no component to declare it)
+BUILT_IN_PRODUCES: dict[str, tuple[str, ...]] = {"report": ("report",)}
+
+
+def _produces(step: ResolvedStep) -> tuple[str, ...] | None:
+    """The artifacts ``step`` declares, or ``None`` when one of its components does not say."""
+    if not step.components:
+        return BUILT_IN_PRODUCES.get(step.kind, ())
+    names: list[str] = []
+    for component in step.components:
+        if component.produces is None:
+            return None
+        names.extend(component.produces)
+    return tuple(names)
+
+
+def _describe(step: ResolvedStep) -> str:
+    used = "+".join(c.name for c in step.components) or "built in"
+    return f"steps[{step.index}].{step.kind} ({used})"
+
+
+def _check_artifacts(step: ResolvedStep, steps: list[ResolvedStep], registry: Registry, source: str) -> None:
+    """Each consumed artifact has a producer before ``step``, of a kind the consumer accepts."""
+    where = f"steps[{step.index}].{step.kind}"
+    for component in step.components:
+        for need in component.consumes:
+            producer = _producer_of(need.artifact, step, steps)
+            if producer is _UNKNOWN:
+                continue  # an earlier step does not declare what it produces: the run will tell
+            if producer is None:
+                if need.required:
+                    makers = sorted(
+                        c.name
+                        for c in registry.components()
+                        if c.produces and need.artifact in c.produces and (not need.producers or c.name in need.producers)
+                    )
+                    hint = f"; add a step with {' or '.join(makers)} before it" if makers else ""
+                    raise RecipeError(
+                        f"{source}: {where}: {component.name} needs artifact {need.artifact!r}, "
+                        f"which no earlier step produces{hint}"
+                    )
+                continue
+            made_by = {c.name for c in producer.components}
+            if need.producers and not made_by & set(need.producers):
+                raise RecipeError(
+                    f"{source}: {where}: {component.name} reads {need.artifact!r} made by "
+                    f"{' or '.join(need.producers)}, but the one it would get comes from {_describe(producer)}; "
+                    f"use a matching step, or pick another with {where}.inputs.{need.artifact}: STEP_ID"
+                )
+
+
+_UNKNOWN: Any = object()
+
+
+def _producer_of(artifact: str, step: ResolvedStep, steps: list[ResolvedStep]) -> ResolvedStep | None:
+    """The step whose ``artifact`` ``step`` will get (as the engine picks it), ``None``, or ``_UNKNOWN``."""
+    wanted = step.spec.inputs.get(artifact)
+    for earlier in reversed(steps[: step.index]):
+        if wanted is not None and earlier.id != wanted:
+            continue
+        produced = _produces(earlier)
+        if produced is None:
+            return _UNKNOWN
+        if artifact in produced:
+            return earlier
+        if wanted is not None:
+            return None
+    return None
 
 
 def load_recipe(path: str | Path, registry: Registry, overrides: typing.Sequence[str] = ()) -> ValidatedRecipe:

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import platform
-import random
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -41,6 +40,8 @@ from defectkit import __version__
 from defectkit import io as dkio
 from defectkit.data.sample import DefectDataset, Sample
 from defectkit.errors import DefectkitError, RunError
+from defectkit.libraries import LibraryOutput, seed_everything
+from defectkit.progress import StepProgress
 from defectkit.recipe import ResolvedStep, ValidatedRecipe
 
 if TYPE_CHECKING:
@@ -68,16 +69,6 @@ class RunInterrupted(DefectkitError):
 
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def world_size() -> int:
@@ -143,15 +134,32 @@ class StepContext:
         return path
 
     def artifact(self, name: str, required: bool = True) -> Path | None:
-        """The path of artifact ``name`` from this step's ``inputs:`` or the latest earlier step."""
-        found = self._run.find_artifact(name, self._step)
-        if found is None and required:
-            producers = self._run.available_artifacts(self._step)
-            have = ", ".join(f"{n} (from {s})" for n, s in producers.items()) or "none"
-            raise RunError(
-                f"step {self.step_id}: needs artifact {name!r}, which no earlier step produced; available: {have}"
-            )
-        return found
+        """The path of artifact ``name`` from this step's ``inputs:`` or the latest earlier step.
+
+        When this step's component declares which producers it accepts
+        (:class:`~defectkit.components.Consumes`), an artifact made by another
+        component is refused with one line naming both, whatever the recipe says.
+        """
+        found = self._run.artifact_source(name, self._step)
+        if found is None:
+            if required:
+                producers = self._run.available_artifacts(self._step)
+                have = ", ".join(f"{n} (from {s})" for n, s in producers.items()) or "none"
+                raise RunError(
+                    f"step {self.step_id}: needs artifact {name!r}, which no earlier step produced; available: {have}"
+                )
+            return None
+        path, manifest = found
+        if len(self._step.components) == 1:
+            consumer = self._step.components[0]
+            accepted = next((c.producers for c in consumer.consumes if c.artifact == name), ())
+            made_by = [c["name"] for c in manifest.get("components", [])]
+            if accepted and not set(made_by) & set(accepted):
+                raise RunError(
+                    f"step {self.step_id}: {consumer.name} reads {name!r} made by {' or '.join(accepted)}, "
+                    f"but step {manifest.get('id')} made it with {'+'.join(made_by) or 'a built-in step'}"
+                )
+        return path
 
     def add_figure(self, path: str | Path, caption: str = "") -> None:
         """Show an image file of this step in the report."""
@@ -175,9 +183,15 @@ class StepContext:
         """The run's ``torch.utils.tensorboard.SummaryWriter`` for images and histograms (main process)."""
         return self._run.tensorboard
 
-    def progress(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
-        """Iterate with a progress bar (only the main process draws one)."""
-        return self._run.progress(iterable, total, description or self.step_id)
+    def progress(
+        self, iterable: Iterable[T], total: int | None = None, description: str = "", unit: str = "it"
+    ) -> Iterator[T]:
+        """Iterate with a progress bar: rate in ``unit``/s, ETA and the latest logged loss; a log line at the end.
+
+        Only the main process draws one. ``unit`` names what one item is
+        (``steps``, ``images``, ``batches``).
+        """
+        return self._run.progress(iterable, total, description or self.step_id, unit)
 
     # -- devices ----------------------------------------------------------------------
 
@@ -205,6 +219,7 @@ class Run:
         resume: bool = False,
         console: Console | None = None,
         command: str = "",
+        verbose: bool = False,
     ) -> None:
         self.validated = validated
         self.recipe = validated.recipe
@@ -213,6 +228,8 @@ class Run:
         self.resume = resume
         self.console = console
         self.command = command
+        self.verbose = verbose
+        self._progress = StepProgress(console, log)
         self._scalars_file: Any = None
         self._done: dict[str, dict[str, Any]] = {}
 
@@ -273,22 +290,29 @@ class Run:
 
         return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
 
+    @cached_property
+    def _scalar_events(self):
+        # tensorboard's own event writer, not torch's SummaryWriter: logging a curve must not import torch
+        # (1.4 s) in a step that does not use it. TensorBoard reads every event file of the folder.
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        return EventFileWriter(str(self.run_dir / "tensorboard"), filename_suffix=".scalars")
+
     def log_scalar(self, tag: str, value: float, step: int) -> None:
         if not self.is_main_process:
             return
-        self.tensorboard.add_scalar(tag, value, step)
+        self._progress.show_scalar(tag, value)
+        self._scalar_events.add_event(_scalar_event(tag, value, step))
         if self._scalars_file is None:
             self._scalars_file = open(self.run_dir / "scalars.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self._scalars_file.write(json.dumps({"tag": tag, "step": step, "value": value}) + "\n")
         self._scalars_file.flush()
 
-    def progress(self, iterable: Iterable[T], total: int | None, description: str) -> Iterator[T]:
-        if not self.is_main_process or self.console is None:
+    def progress(self, iterable: Iterable[T], total: int | None, description: str, unit: str = "it") -> Iterator[T]:
+        if not self.is_main_process:
             yield from iterable
             return
-        from rich.progress import track
-
-        yield from track(iterable, description=description, total=total, console=self.console, transient=True)
+        yield from self._progress.track(iterable, total, description, unit)
 
     # -- artifacts ------------------------------------------------------------------
 
@@ -304,6 +328,11 @@ class Run:
         return found
 
     def find_artifact(self, name: str, before: ResolvedStep) -> Path | None:
+        found = self.artifact_source(name, before)
+        return None if found is None else found[0]
+
+    def artifact_source(self, name: str, before: ResolvedStep) -> tuple[Path, dict[str, Any]] | None:
+        """Artifact ``name`` for step ``before``, and the manifest of the step that produced it."""
         wanted = before.spec.inputs.get(name)
         for step in reversed(self.validated.steps[: before.index]):
             if wanted is not None and step.id != wanted:
@@ -311,7 +340,7 @@ class Run:
             manifest = self._done.get(step.id) or self._manifest(step) or {}
             rel = manifest.get("artifacts", {}).get(name)
             if rel is not None:
-                return self.run_dir / rel
+                return self.run_dir / rel, manifest
             if wanted is not None:
                 return None
         return None
@@ -454,11 +483,17 @@ class Run:
             dkio.write_json(self.run_dir / "run.json", status)
 
     def _finish(self) -> None:
+        if self.is_main_process and self.run_dir.exists() and "torch" in sys.modules:
+            described = dkio.read_json(self.run_dir / "environment.json", {})
+            if described.get("torch_loaded") is False:  # a step loaded torch after the start: describe it now
+                dkio.write_json(self.run_dir / "environment.json", {**environment(self), "started": described.get("started")})
         if self._scalars_file is not None:
             self._scalars_file.close()
             self._scalars_file = None
         if "tensorboard" in self.__dict__:
             self.tensorboard.close()
+        if "_scalar_events" in self.__dict__:
+            self._scalar_events.close()
         if self.is_main_process and self.run_dir.exists():
             from defectkit.recipe import ReportOptions
             from defectkit.report import render_report
@@ -475,6 +510,7 @@ class Run:
         self._handlers: list[logging.Handler] = []
         self._file_log = logging.getLogger("defectkit.runfile")
         self._file_log.propagate = False
+        file_handler = console_handler = None
         if self.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             file_handler = logging.FileHandler(self.run_dir / "run.log", encoding="utf-8")
@@ -484,16 +520,26 @@ class Run:
             if self.console is not None:
                 from rich.logging import RichHandler
 
-                self._handlers.append(RichHandler(console=self.console, show_path=False, show_time=False))
+                console_handler = RichHandler(console=self.console, show_path=False, show_time=False)
+                self._handlers.append(console_handler)
         for handler in self._handlers:
             log.addHandler(handler)
+        self._libraries = LibraryOutput(file_handler, console_handler, self.verbose).__enter__()
 
     def _teardown_logging(self) -> None:
+        self._libraries.__exit__(None, None, None)
         for handler in list(self._file_log.handlers):
             self._file_log.removeHandler(handler)
         for handler in self._handlers:
             log.removeHandler(handler)
             handler.close()
+
+
+def _scalar_event(tag: str, value: float, step: int):
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    return Event(wall_time=time.time(), step=step, summary=Summary(value=[Summary.Value(tag=tag, simple_value=value)]))
 
 
 def first_difference(a: Any, b: Any, path: str = "") -> str | None:
@@ -514,22 +560,39 @@ def first_difference(a: Any, b: Any, path: str = "") -> str | None:
 
 
 def environment(run: Run) -> dict[str, Any]:
-    """Versions, device and seed, for environment.json."""
-    import torch
+    """Versions, device and seed, for environment.json.
+
+    torch is described only once a step has imported it (the run rewrites the
+    file at its end then); before that its installed version is read from the
+    package metadata, so a numpy-only recipe never pays for importing it.
+    """
+    from importlib import metadata
 
     from defectkit.plugins import get_registry
 
     registry = get_registry()
-    cuda = torch.cuda.is_available()
+    torch = sys.modules.get("torch")
+    described: dict[str, Any]
+    if torch is not None:
+        cuda = torch.cuda.is_available()
+        described = {
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "cuda_available": cuda,
+            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+            "device": str(run.device),
+        }
+    else:
+        try:
+            version = metadata.version("torch")
+        except metadata.PackageNotFoundError:
+            version = None
+        described = {"torch": version, "device": run.recipe.device, "torch_loaded": False}
     return {
         "defectkit": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cuda_available": cuda,
-        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
-        "device": str(run.device),
+        **described,
         "processes": world_size(),
         "seed": run.recipe.seed,
         "plugins": {
@@ -552,8 +615,13 @@ def run_recipe(
     resume: bool = False,
     console: Console | None = None,
     command: str = "",
+    verbose: bool = False,
 ) -> Path:
-    """Execute ``validated`` into ``out`` (default ``runs/NAME-TIMESTAMP``)."""
+    """Execute ``validated`` into ``out`` (default ``runs/NAME-TIMESTAMP``).
+
+    ``console``: where progress and the log are shown (``None``: run.log only).
+    ``verbose``: the libraries' own warnings and progress bars on the console too.
+    """
     if resume and out is None:
         raise RunError("--resume needs --out RUN_DIR: the run directory to continue")
     if out is None:
@@ -565,4 +633,4 @@ def run_recipe(
 
             PartialState(cpu=use_cpu(validated.recipe.device))
             out = Path(broadcast_object_list([str(out)])[0])
-    return Run(validated, Path(out), resume=resume, console=console, command=command).execute()
+    return Run(validated, Path(out), resume=resume, console=console, command=command, verbose=verbose).execute()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,8 +22,35 @@ class _Base(BaseModel):
 class _OnDisk(_Base):
     root: str = Field(description="the dataset's folder")
 
+    #: the folder inside each category that marks it as one (``None``: the format has no categories)
+    _category_marker: ClassVar[str | None] = None
+
+    def check_paths(self) -> tuple[str, str] | None:
+        """Look ahead without opening an image: the first problem as ``(key, message)``, or ``None``.
+
+        ``defectkit validate`` calls this on every dataset config that has it, so
+        a root or category that does not exist is refused before any model is
+        loaded. A third-party dataset config may define the same method.
+        """
+        from defectkit.data.base import pick_categories, require_dir
+        from defectkit.errors import DataError
+
+        root = Path(self.root).expanduser()
+        try:
+            require_dir(root, "data.root")
+        except DataError as exc:
+            return "root", str(exc)
+        category = getattr(self, "category", None)
+        if self._category_marker is not None and category is not None:
+            try:
+                pick_categories(root, category, self._category_marker)
+            except DataError as exc:
+                return "category", str(exc)
+        return None
+
 
 class MVTecConfig(_OnDisk):
+    _category_marker: ClassVar[str | None] = "test"
     category: str | list[str] | None = Field(None, description="category folder(s) under root; none: all of them")
     mask_suffix: str = Field("_mask", description="ground_truth/<type>/<stem><suffix>.png")
 
@@ -55,6 +83,7 @@ class CaptionsConfig(_OnDisk):
 
 
 class DefectFillConfig(_OnDisk):
+    _category_marker: ClassVar[str | None] = "train/defective"
     category: str | list[str] | None = Field(None, description="object folder(s) under root; none: all")
     mask_suffix: str = Field("_mask", description="defective_masks/<type>/<stem><suffix>.png")
 

@@ -1,6 +1,6 @@
 """Hook implementations of the augment plugin. Light: imported by ``defectkit plugins`` and ``--help``."""
 
-from defectkit import Component, hookimpl
+from defectkit import Component, Consumes, hookimpl
 
 
 @hookimpl
@@ -9,6 +9,8 @@ def defectkit_trainers() -> list[Component]:
         Component(
             kind="trainer",
             name="augment_compare",
+            produces=("comparison",),
+            consumes=(Consumes("generated_images"),),
             factory="defectkit_augment.compare:AugmentCompare",
             config="defectkit_augment.config:AugmentCompareConfig",
             summary="closes the loop: one classifier trained on real images, then on real + generated, over seeds; the gain with its spread",

@@ -11,6 +11,7 @@ def defectkit_caption_providers() -> list[Component]:
         Component(
             kind="caption_provider",
             name="keywords",
+            produces=("captions",),
             factory="defectkit_captions.keywords:KeywordCaptioner",
             config="defectkit_captions.config:KeywordsConfig",
             summary="the most frequent paper and per-class keywords (no model, deterministic)",
@@ -18,6 +19,7 @@ def defectkit_caption_providers() -> list[Component]:
         Component(
             kind="caption_provider",
             name="clip_rerank",
+            produces=("captions",),
             factory="defectkit_captions.clip_rerank:ClipRerankCaptioner",
             config="defectkit_captions.config:ClipRerankConfig",
             summary="candidate keywords ranked per image by open_clip models (ViT-L-14-336 ...; an ensemble averages)",
@@ -26,6 +28,7 @@ def defectkit_caption_providers() -> list[Component]:
         Component(
             kind="caption_provider",
             name="blip2",
+            produces=("captions",),
             factory="defectkit_captions.blip2:Blip2Captioner",
             config="defectkit_captions.config:Blip2CaptionConfig",
             summary="BLIP-2 image captions (transformers; Salesforce/blip2-opt-2.7b)",
@@ -34,6 +37,7 @@ def defectkit_caption_providers() -> list[Component]:
         Component(
             kind="caption_provider",
             name="llava",
+            produces=("captions",),
             factory="defectkit_captions.llava:LlavaCaptioner",
             config="defectkit_captions.config:LlavaCaptionConfig",
             summary="LLaVA descriptions following an instruction per defect class (transformers; llava-1.5-7b-hf)",
@@ -42,6 +46,7 @@ def defectkit_caption_providers() -> list[Component]:
         Component(
             kind="caption_provider",
             name="openai",
+            produces=("captions",),
             factory="defectkit_captions.openai_api:OpenAICaptioner",
             config="defectkit_captions.config:OpenAICaptionConfig",
             summary="any OpenAI-compatible vision API (GPT-4o, vLLM, Ollama): retries, concurrency, answer cache",

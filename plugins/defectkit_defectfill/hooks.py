@@ -1,6 +1,6 @@
 """Hook implementations of the DefectFill plugin. Light: imported by ``defectkit plugins`` and ``--help``."""
 
-from defectkit import Component, hookimpl
+from defectkit import Component, Consumes, hookimpl
 
 _REQUIRES = (
     "torch>=2.15",
@@ -17,6 +17,7 @@ def defectkit_trainers() -> list[Component]:
         Component(
             kind="trainer",
             name="defectfill",
+            produces=("adapter",),
             factory="defectkit_defectfill.trainer:DefectFillTrainer",
             config="defectkit_defectfill.config:DefectFillTrainConfig",
             summary="DefectFill: inpainting model + LoRA + defect token, defect/object/attention losses",
@@ -31,6 +32,8 @@ def defectkit_generators() -> list[Component]:
         Component(
             kind="generator",
             name="defectfill",
+            produces=("generated_images",),
+            consumes=(Consumes("adapter", producers=("defectfill",)),),
             factory="defectkit_defectfill.generate:DefectFillGenerator",
             config="defectkit_defectfill.config:DefectFillGenerateConfig",
             summary="DefectFill: good image + mask -> defect image; low-fidelity (LPIPS) selection, exact outside",

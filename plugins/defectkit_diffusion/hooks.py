@@ -1,6 +1,6 @@
 """Hook implementations of the diffusion plugin. Light: imported by ``defectkit plugins`` and ``--help``."""
 
-from defectkit import Component, hookimpl
+from defectkit import Component, Consumes, hookimpl
 
 _DIFFUSERS = ("torch>=2.2", "diffusers>=0.42", "transformers>=5.23", "accelerate>=1.10")
 
@@ -95,6 +95,9 @@ def defectkit_generators() -> list[Component]:
         Component(
             kind="generator",
             name="stable_diffusion",
+            produces=("generated_images",),
+            # an adapter from any finetune trainer (or DefectFill's); captions only with prompts: captions
+            consumes=(Consumes("adapter", required=False), Consumes("captions", required=False)),
             factory="defectkit_diffusion.generate:StableDiffusionGenerator",
             config="defectkit_diffusion.config:GenerateConfig",
             summary="N images per defect class: SD1.5/SDXL/SD3 backends, ControlNets, captions or templates, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from defectkit import Component, hookimpl
+from defectkit import Component, Consumes, hookimpl
 
 if TYPE_CHECKING:
     import click
@@ -48,6 +48,7 @@ def defectkit_trainers() -> list[Component]:
         Component(
             kind="trainer",
             name="dinov3_multitask",
+            produces=("checkpoint",),
             factory="defectkit_dinov3.train:MultiTaskTrainer",
             config="defectkit_dinov3.config:MultiTaskTrainConfig",
             summary="ViT + segmentation decoder + mask-guided attention pooling; staged freeze -> fine-tune",
@@ -62,6 +63,9 @@ def defectkit_detectors() -> list[Component]:
         Component(
             kind="detector",
             name="dinov3_multitask",
+            produces=("predictions",),
+            # not required: with.checkpoint may name one
+            consumes=(Consumes("checkpoint", producers=("dinov3_multitask",), required=False),),
             factory="defectkit_dinov3.predict:MultiTaskDetector",
             config="defectkit_dinov3.config:MultiTaskPredictConfig",
             summary="classifies the test images and predicts defect masks: predictions CSV, masks, visualisations",

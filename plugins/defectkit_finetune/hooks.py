@@ -1,6 +1,6 @@
 """Hook implementations of the finetune plugin. Light: imported by ``defectkit plugins`` and ``--help``."""
 
-from defectkit import Component, hookimpl
+from defectkit import Component, Consumes, hookimpl
 
 # bitsandbytes is imported only for optimizer: adamw_8bit
 _REQUIRES = (
@@ -41,6 +41,8 @@ def defectkit_trainers() -> list[Component]:
         Component(
             kind="trainer",
             name=name,
+            produces=("adapter",),
+            consumes=(Consumes("captions", required=False),),
             factory=f"defectkit_finetune.trainer:{factory}",
             config=f"defectkit_finetune.config:{config}",
             summary=summary,

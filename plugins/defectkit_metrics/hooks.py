@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from defectkit.components import Component
+from defectkit.components import Component, Consumes
 from defectkit.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -28,9 +28,23 @@ _DETECTION_FIGURES = {
 }
 
 
-def _metric(name: str, factory: str, config: str, summary: str, requires: tuple[str, ...]) -> Component:
+_GENERATED = (Consumes("generated_images"),)
+_MAPS = (Consumes("anomaly_maps"), Consumes("scores", required=False))
+_PREDICTIONS = (Consumes("predictions"),)
+
+
+def _metric(
+    name: str, factory: str, config: str, summary: str, requires: tuple[str, ...], consumes: tuple[Consumes, ...] = _GENERATED
+) -> Component:
     return Component(
-        kind="metric", name=name, factory=f"{_E}:{factory}", config=f"{_C}:{config}", summary=summary, requires=requires
+        kind="metric",
+        name=name,
+        factory=f"{_E}:{factory}",
+        config=f"{_C}:{config}",
+        summary=summary,
+        requires=requires,
+        produces=(),
+        consumes=consumes,
     )
 
 
@@ -44,6 +58,7 @@ def defectkit_metrics() -> list[Component]:
             "DetectionConfig",
             "image and pixel AUROC, AP, F1-max and AUPRO@0.3 of anomaly maps (all seven at once)",
             detection_requires,
+            _MAPS,
         )
     ]
     components += [
@@ -54,6 +69,8 @@ def defectkit_metrics() -> list[Component]:
             config=f"{_C}:DetectionConfig",
             summary=summary,
             requires=detection_requires,
+            produces=(),
+            consumes=_MAPS,
         )
         for key, summary in _DETECTION_FIGURES.items()
     ]
@@ -109,6 +126,7 @@ def defectkit_metrics() -> list[Component]:
             "ClassificationConfig",
             "accuracy, per-class precision, recall, F1 and a confusion matrix (PNG)",
             ("torch", "torchmetrics>=1.6", "matplotlib>=3.8"),
+            _PREDICTIONS,
         ),
         _metric(
             "segmentation",
@@ -116,6 +134,7 @@ def defectkit_metrics() -> list[Component]:
             "SegmentationConfig",
             "IoU and Dice of predicted against ground-truth masks",
             ("numpy", "pillow"),
+            _PREDICTIONS,
         ),
     ]
     return components

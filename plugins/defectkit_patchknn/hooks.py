@@ -1,6 +1,6 @@
 """Hook implementations of the patchknn plugin. Light: imported by ``defectkit plugins`` and ``--help``."""
 
-from defectkit import Component, hookimpl
+from defectkit import Component, Consumes, hookimpl
 
 _REQUIRES = ("torch>=2.2", "torchvision>=0.17", "safetensors>=0.4", "scikit-learn>=1.5", "matplotlib>=3.8")
 
@@ -11,6 +11,7 @@ def defectkit_trainers() -> list[Component]:
         Component(
             kind="trainer",
             name="patch_knn",
+            produces=("checkpoint",),
             factory="defectkit_patchknn.detector:PatchKNNTrainer",
             config="defectkit_patchknn.config:PatchKNNTrainConfig",
             summary="PatchCore memory bank of frozen ResNet patch features from good images (coreset, no training)",
@@ -25,6 +26,9 @@ def defectkit_detectors() -> list[Component]:
         Component(
             kind="detector",
             name="patch_knn",
+            produces=("checkpoint", "anomaly_maps", "scores"),
+            # without a train step before it, the detect step builds its memory bank itself
+            consumes=(Consumes("checkpoint", producers=("patch_knn",), required=False),),
             factory="defectkit_patchknn.detector:PatchKNNDetector",
             config="defectkit_patchknn.config:PatchKNNDetectConfig",
             summary="PatchCore anomaly maps: nearest-neighbour distance of each patch to the memory bank",

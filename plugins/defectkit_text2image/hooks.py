@@ -1,6 +1,6 @@
 """Hook implementations of the text2image plugin. Light: imported by ``defectkit plugins`` and ``--help``."""
 
-from defectkit import Component, hookimpl
+from defectkit import Component, Consumes, hookimpl
 
 _REQUIRES = ("torch>=2.15", "diffusers>=0.42", "transformers>=5.23", "open-clip-torch>=3.3", "accelerate>=1.10")
 
@@ -11,6 +11,7 @@ def defectkit_trainers() -> list[Component]:
         Component(
             kind="trainer",
             name="text2image_scratch",
+            produces=("text2image_model", "sample_grid"),
             factory="defectkit_text2image.trainer:Text2ImageTrainer",
             config="defectkit_text2image.config:Text2ImageTrainConfig",
             summary="a text-conditional pixel-space diffusion model (UNet + CLIP text encoder) trained from scratch",
@@ -25,6 +26,9 @@ def defectkit_generators() -> list[Component]:
         Component(
             kind="generator",
             name="text2image_scratch",
+            produces=("generated_images",),
+            # not required: with.model may name a model folder
+            consumes=(Consumes("text2image_model", producers=("text2image_scratch",), required=False),),
             factory="defectkit_text2image.generate:Text2ImageGenerator",
             config="defectkit_text2image.config:Text2ImageGenerateConfig",
             summary="N images per defect class from a text2image_scratch model (EMA weights, classifier-free guidance)",

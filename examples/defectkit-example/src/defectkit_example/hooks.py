@@ -9,6 +9,7 @@ def defectkit_detectors() -> list[Component]:
         Component(
             kind="detector",
             name="pixel_zscore",
+            produces=("anomaly_maps", "scores"),
             factory="defectkit_example.detector:PixelZScoreDetector",
             config="defectkit_example.config:PixelZScoreConfig",
             summary="per-pixel z-score against the good training images (aligned parts)",
