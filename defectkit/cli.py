@@ -154,12 +154,12 @@ def _show(run_dir: Path) -> None:
 
     from defectkit.summary import print_summary
 
-    console = Console()
-    print_summary(run_dir, console)
+    print_summary(run_dir, Console())
+    # paths by click, not rich: a path a user copies must never be wrapped
+    click.echo(f"run: {run_dir}")
     report = run_dir / "report.html"
-    console.print(f"run: {run_dir}", markup=False, highlight=False)
     if report.exists():
-        console.print(f"report: {report}", markup=False, highlight=False)
+        click.echo(f"report: {report}")
 
 
 @cli.command()

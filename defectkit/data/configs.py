@@ -32,14 +32,13 @@ class _OnDisk(_Base):
         a root or category that does not exist is refused before any model is
         loaded. A third-party dataset config may define the same method.
         """
-        from defectkit.data.base import pick_categories, require_dir
+        from defectkit.data.base import pick_categories
         from defectkit.errors import DataError
 
         root = Path(self.root).expanduser()
-        try:
-            require_dir(root, "data.root")
-        except DataError as exc:
-            return "root", str(exc)
+        if not root.is_dir():
+            what = "is not a folder" if root.exists() else "does not exist"
+            return "root", f"{root} {what}; point it at the dataset with --set data.root=DIR"
         category = getattr(self, "category", None)
         if self._category_marker is not None and category is not None:
             try:

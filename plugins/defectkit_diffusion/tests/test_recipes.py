@@ -15,8 +15,9 @@ RECIPES = Path(__file__).resolve().parents[3] / "recipes"
 H = helpers.__name__
 
 
-def test_neudet_sdxl_is_valid(registered):
-    validated = load_recipe(RECIPES / "neudet_sdxl.yaml", get_registry())
+def test_neudet_sdxl_is_valid(registered, tmp_path):
+    # validation looks for the data folder (not its images): an empty one stands in for NEU-DET
+    validated = load_recipe(RECIPES / "neudet_sdxl.yaml", get_registry(), overrides=[f"data.root={tmp_path}"])
     train = validated.resolved["steps"][1]["train"]
     assert train["use"] == ["dora"] and train["with"]["backend"] == "sdxl"
     generate = validated.resolved["steps"][2]["generate"]["with"]
