@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -50,7 +50,14 @@ class StepProgress:
         if self.console is None or not getattr(self.console, "is_terminal", False):
             return None
         if self._progress is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._progress = Progress(
                 TextColumn("{task.description}"),
@@ -67,7 +74,14 @@ class StepProgress:
             self._progress.start()
         return self._progress
 
-    def track(self, iterable: Iterable[T], total: int | None, description: str, unit: str = "it") -> Iterator[T]:
+    def track(
+        self,
+        iterable: Iterable[T],
+        total: int | None,
+        description: str,
+        unit: str = "it",
+        size: Callable[[T], int] | None = None,
+    ) -> Iterator[T]:
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         live = self._live()
@@ -79,10 +93,11 @@ class StepProgress:
         try:
             for item in iterable:
                 yield item
-                done += 1
+                step = 1 if size is None else size(item)
+                done += step
                 now = time.perf_counter()
                 if live is not None:
-                    live.update(task, advance=1, rate=f"{_rate(done, now - started):.1f} {unit}/s")
+                    live.update(task, advance=step, rate=f"{_rate(done, now - started):.1f} {unit}/s")
                 elif now - last_line >= LINE_EVERY_S:
                     last_line = now
                     self.logger.info("%s", self._line(description, done, total, now - started, unit, running=True))

@@ -31,7 +31,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -184,14 +184,21 @@ class StepContext:
         return self._run.tensorboard
 
     def progress(
-        self, iterable: Iterable[T], total: int | None = None, description: str = "", unit: str = "it"
+        self,
+        iterable: Iterable[T],
+        total: int | None = None,
+        description: str = "",
+        unit: str = "it",
+        size: Callable[[T], int] | None = None,
     ) -> Iterator[T]:
         """Iterate with a progress bar: rate in ``unit``/s, ETA and the latest logged loss; a log line at the end.
 
-        Only the main process draws one. ``unit`` names what one item is
-        (``steps``, ``images``, ``batches``).
+        Only the main process draws one. ``unit`` names what is counted
+        (``steps``, ``epochs``, ``images``); ``size(item)`` says how many units
+        one item holds (``len`` for a batch of images), and ``total`` then
+        counts units too.
         """
-        return self._run.progress(iterable, total, description or self.step_id, unit)
+        return self._run.progress(iterable, total, description or self.step_id, unit, size)
 
     # -- devices ----------------------------------------------------------------------
 
@@ -308,11 +315,18 @@ class Run:
         self._scalars_file.write(json.dumps({"tag": tag, "step": step, "value": value}) + "\n")
         self._scalars_file.flush()
 
-    def progress(self, iterable: Iterable[T], total: int | None, description: str, unit: str = "it") -> Iterator[T]:
+    def progress(
+        self,
+        iterable: Iterable[T],
+        total: int | None,
+        description: str,
+        unit: str = "it",
+        size: Callable[[T], int] | None = None,
+    ) -> Iterator[T]:
         if not self.is_main_process:
             yield from iterable
             return
-        yield from self._progress.track(iterable, total, description, unit)
+        yield from self._progress.track(iterable, total, description, unit, size)
 
     # -- artifacts ------------------------------------------------------------------
 

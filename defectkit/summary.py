@@ -41,7 +41,10 @@ def format_value(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
+        # fractions (AUROC, LPIPS, losses) to 4 decimals; times and rates to 4 significant digits
+        if abs(value) < 1:
+            return f"{value:.4f}"
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.1f}"
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
         return f"[{format_value(value[0])}, {format_value(value[1])}]"
     return str(value)
@@ -106,7 +109,8 @@ def print_summary(run_dir: str | Path, console: Any) -> None:
     status, steps = summarize_run(run_dir)
     table = Table(title=f"{run_dir.name}: {status.get('status', 'unknown')}", title_justify="left", box=None)
     for column, justify in (("step", "left"), ("component", "left"), ("time", "right"), ("figure", "left"), ("value", "right")):
-        table.add_column(column, justify=justify, no_wrap=column != "component")
+        # only the figure names may fold: steps, components, times and values stay whole on a narrow console
+        table.add_column(column, justify=justify, no_wrap=column != "figure", overflow="fold")
     for step in steps:
         seconds = "" if step.seconds is None else f"{step.seconds:.1f} s"
         rows = step.figures or [("", "")]

@@ -12,7 +12,6 @@ from defectkit import Component, Consumes, hookimpl
 from defectkit.errors import RecipeError, RunError
 from defectkit.plugins import get_registry
 from defectkit.recipe import validate_recipe
-from defectkit.testing import run_recipe_dict
 
 
 class DeclaringPlugin:

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_distribution
 from fakes import FakePlugin, recipe
 from rich.console import Console
 
+from conftest import make_distribution
 from defectkit.progress import StepProgress
 from defectkit.summary import headline_figures, print_summary
 from defectkit.testing import run_recipe_dict

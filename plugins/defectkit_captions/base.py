@@ -15,7 +15,6 @@ resumes an interrupted step without captioning an image twice.
 from __future__ import annotations
 
 import json
-import math
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -171,8 +170,8 @@ class CaptionProvider(ABC):
         reused, skipped = len(done), 0
         started = time.perf_counter()
         with open(partial, "a", encoding="utf-8") as handle:
-            total = math.ceil(len(todo) / self.chunk_size)
-            for chunk in ctx.progress(chunks(todo, self.chunk_size), total=total, description=f"caption ({self.name})"):
+            batches = chunks(todo, self.chunk_size)
+            for chunk in ctx.progress(batches, total=len(todo), description=f"caption ({self.name})", unit="images", size=len):
                 raws = self.caption_images([sample.load_image() for sample in chunk], chunk)
                 for sample, raw in zip(chunk, raws, strict=True):
                     if raw is None:

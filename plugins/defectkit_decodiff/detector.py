@@ -146,8 +146,10 @@ class DecoDiffDetector:
         model = scorer.checkpoint.config
         batches = ctx.progress(
             _chunks(samples, self.config.batch_size),
-            total=math.ceil(len(samples) / self.config.batch_size),
+            total=len(samples),
             description=description,
+            unit="images",
+            size=len,
         )
         for chunk in batches:
             raw = load_images(chunk, model.image_size, model.crop_size)

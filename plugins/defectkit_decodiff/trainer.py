@@ -90,7 +90,7 @@ class DecoDiffTrainer:
         started = time.perf_counter()
         loss_value = float("nan")
         unet.train()
-        for step in ctx.progress(range(first, config.steps), total=config.steps - first, description="decodiff train"):
+        for step in ctx.progress(range(first, config.steps), total=config.steps - first, description="decodiff train", unit="steps"):
             generator = _step_generator(config.seed, accelerator.process_index, step)
             total = 0.0
             for micro in range(config.grad_accumulation):

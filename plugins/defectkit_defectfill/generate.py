@@ -226,7 +226,7 @@ class DefectFillGenerator:
         shards = ctx.step_dir / SHARDS
         shards.mkdir(parents=True, exist_ok=True)
         for index, (group, number) in enumerate(
-            ctx.progress(jobs, total=len(jobs), description=f"{ctx.step_id}: defectfill")
+            ctx.progress(jobs, total=len(jobs), description=f"{ctx.step_id}: defectfill", unit="images")
         ):
             if (shards / f"{index:06d}.json").is_file():
                 continue  # a resumed step: this image was finished (its JSON is written last)

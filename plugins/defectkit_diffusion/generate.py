@@ -342,7 +342,9 @@ class StableDiffusionGenerator:
             else:
                 batches.append([job])
         cache: dict = {}
-        for batch in ctx.progress(batches, total=len(batches), description=f"{ctx.step_id}: generate"):
+        for batch in ctx.progress(
+            batches, total=len(todo), description=f"{ctx.step_id}: generate", unit="images", size=len
+        ):
             controls = None
             if loaded.modalities:
                 per_job = [self.control_images(loaded, j.source, size, cache) for j in batch]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -195,7 +194,7 @@ class MultiTaskDetector:
         loaded = load_checkpoint(path, ctx.device)
         writer = ResultWriter(out, loaded.classes, config.visualizations)
         batches = ctx.progress(
-            _chunks(test, config.batch_size), total=math.ceil(len(test) / config.batch_size), description="dinov3"
+            _chunks(test, config.batch_size), total=len(test), description="dinov3", unit="images", size=len
         )
         for chunk in batches:
             images = [_resize(s.load_image(), loaded.image_size) for s in chunk]

@@ -209,7 +209,7 @@ class FinetuneTrainer:
         started = time.perf_counter()
         loss_value = float("nan")
         model.train()
-        for step in ctx.progress(range(first, config.steps), total=config.steps - first, description=self.name):
+        for step in ctx.progress(range(first, config.steps), total=config.steps - first, description=self.name, unit="steps"):
             total = torch.zeros((), device=device)
             for micro in range(config.grad_accumulation):
                 index = step * config.grad_accumulation + micro

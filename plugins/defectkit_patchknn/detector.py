@@ -54,7 +54,7 @@ def fit_model(config: PatchKNNTrainConfig, ctx) -> PatchKNNModel:
     model = PatchKNNModel(FeatureSettings.from_config(config), ctx.device)
     size = model.settings.image_size
     batches = ctx.progress(
-        _chunks(good, config.batch_size), total=math.ceil(len(good) / config.batch_size), description="patch_knn fit"
+        _chunks(good, config.batch_size), total=len(good), description="patch_knn fit", unit="images", size=len
     )
     model.fit(
         (to_tensor(load_images(chunk, size)) for chunk in batches), config.coreset_ratio, config.coreset_projection
@@ -155,7 +155,7 @@ class PatchKNNDetector:
         low, high = math.inf, -math.inf
         started = time.perf_counter()
         batches = ctx.progress(
-            _chunks(test, config.batch_size), total=math.ceil(len(test) / config.batch_size), description="patch_knn"
+            _chunks(test, config.batch_size), total=len(test), description="patch_knn", unit="images", size=len
         )
         for chunk in batches:
             images = load_images(chunk, size)

@@ -219,7 +219,7 @@ class Text2ImageTrainer:
         started = time.perf_counter()
         first_epoch = state.epoch
         model_ddp.train()
-        for epoch in ctx.progress(range(first_epoch, config.epochs), config.epochs - first_epoch, self.name):
+        for epoch in ctx.progress(range(first_epoch, config.epochs), config.epochs - first_epoch, self.name, unit="epochs"):
             if state.stopped:
                 break
             order = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
