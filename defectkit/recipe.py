@@ -527,6 +527,28 @@ def _build_data_config(
         raise RecipeError(f"{source}: {format_loc(path)}: {msg}") from None
 
 
+def applicable_options(model: type[BaseModel] | None, options: Any) -> Any:
+    """``options`` without the ones that do not apply to the chosen mode, for showing them.
+
+    A config field marks itself with ``json_schema_extra={"only_when": {"latent": "vae"}}``
+    (a sibling key and the value, or list of values, under which it applies);
+    nested models are followed. The resolved recipe keeps every option: this is
+    only what the report shows.
+    """
+    if model is None or not isinstance(options, dict):
+        return options
+    shown: dict[str, Any] = {}
+    fields = {(f.alias or name): f for name, f in model.model_fields.items()}
+    for key, value in options.items():
+        info = fields.get(key)
+        extra = info.json_schema_extra if info is not None and isinstance(info.json_schema_extra, dict) else {}
+        condition = extra.get("only_when") or {}
+        if any(options.get(other) not in (wanted if isinstance(wanted, list) else [wanted]) for other, wanted in condition.items()):
+            continue
+        shown[key] = applicable_options(_submodel(info.annotation), value) if info is not None else value
+    return shown
+
+
 def _check_paths(config: Any, source: str, prefix: list[str | int]) -> None:
     check = getattr(config, "check_paths", None)
     problem = check() if callable(check) else None

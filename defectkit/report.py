@@ -109,12 +109,39 @@ def _grouped_curves(curves: dict[str, list[tuple[int, float]]]) -> dict[str, dic
     return groups
 
 
+#: options longer than this on one line fold into a collapsible block
+_INLINE_OPTIONS = 160
+
+
 def _options(value: Any) -> str:
-    """A step's ``with:`` options on one line, short enough for a table cell."""
+    """A step's options as HTML: one line when short, else a collapsible block with every value whole."""
     if not value:
         return ""
-    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000).strip()
-    return text if len(text) <= 300 else text[:297] + "..."
+    line = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000).strip()
+    if len(line) <= _INLINE_OPTIONS:
+        return f"<code>{html.escape(line)}</code>"
+    keys = ", ".join(map(str, value)) if isinstance(value, dict) else ""
+    block = yaml.safe_dump(value, sort_keys=False, allow_unicode=True, width=100)
+    return (
+        f"<details><summary><code>{html.escape(keys)}</code></summary>"
+        f"<pre>{html.escape(block)}</pre></details>"
+    )
+
+
+def _shown_options(kind: str, use: Any, options: Any) -> Any:
+    """The options that apply to the mode the step chose (no VAE for a pixel latent); all, if unknown."""
+    from defectkit.recipe import STEP_KINDS, applicable_options
+
+    component_kind = STEP_KINDS.get(kind)
+    if component_kind is None or not isinstance(use, str):
+        return options
+    try:
+        from defectkit.plugins import get_registry
+
+        model = get_registry().get(component_kind, use).load_config_model()
+    except Exception:  # the plugin is not installed here: show what the recipe holds
+        return options
+    return applicable_options(model, options)
 
 
 def _recipe_summary(resolved: dict[str, Any]) -> list[str]:
@@ -133,11 +160,13 @@ def _recipe_summary(resolved: dict[str, Any]) -> list[str]:
         for kind, spec in step.items():
             spec = spec or {}
             use = spec.get("use", "")
+            single = use[0] if isinstance(use, list) and len(use) == 1 else use
             use = ", ".join(use) if isinstance(use, list) else str(use or "built in")
-            own_data = f"data: {_options(spec['data'])}; " if spec.get("data") else ""  # a step's own data: block
+            own_data = f"data: {_options(spec['data'])} " if spec.get("data") else ""  # a step's own data: block
+            options = _shown_options(kind, single, spec.get("with"))
             parts.append(
                 f"<tr><th>{number}. {html.escape(kind)}</th><td>{html.escape(use)}</td>"
-                f"<td><code>{html.escape(own_data + _options(spec.get('with')))}</code></td></tr>"
+                f"<td>{own_data}{_options(options)}</td></tr>"
             )
     parts.append("</table>")
     return parts

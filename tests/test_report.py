@@ -61,3 +61,30 @@ def test_training_curves_are_grouped_per_step(tmp_path, page, register_plugin):
     curves = [alt for alt, _ in images if "train/loss" in alt]
     assert curves == ["train/loss, train/lr"], images
     assert all(loaded for _, loaded in images)
+
+
+def test_long_options_are_whole_in_a_collapsible_block_and_inapplicable_ones_hidden(tmp_path, page):
+    title = "a very long report title " * 12
+    run_dir = run_recipe_dict(
+        {
+            "version": 1,
+            "name": "options-check",
+            "data": {"format": "synthetic", "category": "carpet", "with": {"kind": "mvtec", "size": 32, "n_train": 4, "n_test": 1}},
+            "steps": [
+                {"train": {"use": "decodiff", "with": {"latent": "pixel", "model_size": "XS", "steps": 1, "batch_size": 2,
+                                                       "image_size": 32, "crop_size": 32, "warmup_steps": 0}}},
+                {"report": {"with": {"title": title}}},
+            ],
+        },
+        tmp_path / "run",
+    )
+    html_text = (run_dir / "report.html").read_text()
+    assert "..." not in html_text.split("<h2>Metrics</h2>")[0]
+    page.goto((run_dir / "report.html").resolve().as_uri())
+    summary = page.locator("table").first
+    assert "vae_id" not in summary.inner_text() and "latent_scale" not in summary.inner_text()
+    assert "pixel_patch" in summary.inner_text()
+    page.locator("details summary").last.click()  # the report step's long title, unfolded
+    assert title.strip() in " ".join(summary.inner_text().split())
+    # the resolved recipe further down still holds every option
+    assert "vae_id" in html_text.split("<h2>Resolved recipe</h2>")[1]

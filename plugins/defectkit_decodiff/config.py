@@ -28,15 +28,25 @@ class DecoDiffModelConfig(BaseModel):
         "vae",
         description="vae: a frozen diffusers AutoencoderKL latent (the paper); pixel: the image itself (CPU-sized)",
     )
-    vae_id: str = Field("stabilityai/sd-vae-ft-ema", description="AutoencoderKL hub id or local folder (latent: vae)")
+    vae_id: str = Field(
+        "stabilityai/sd-vae-ft-ema",
+        description="AutoencoderKL hub id or local folder (latent: vae)",
+        json_schema_extra={"only_when": {"latent": "vae"}},
+    )
     pixel_patch: int = Field(
         1,
         ge=1,
         le=8,
         description="latent: pixel: p x p pixel blocks become channels (pixel unshuffle, lossless): a p-times "
         "smaller grid for the UNet",
+        json_schema_extra={"only_when": {"latent": "pixel"}},
     )
-    latent_scale: float = Field(0.18215, gt=0.0, description="factor applied to the VAE latent mean (latent: vae)")
+    latent_scale: float = Field(
+        0.18215,
+        gt=0.0,
+        description="factor applied to the VAE latent mean (latent: vae)",
+        json_schema_extra={"only_when": {"latent": "vae"}},
+    )
     image_size: int = Field(288, ge=16, le=2048, description="images are first resized to image_size x image_size")
     crop_size: int = Field(256, ge=16, le=2048, description="then centre-cropped to crop_size x crop_size")
     model_size: ModelSize = Field("L", description="UNet size: XS/S/M/L/XL (64/128/192/256/320 model channels)")
@@ -89,7 +99,7 @@ class DecoDiffTrainConfig(DecoDiffModelConfig):
     )
     hflip: bool = Field(True, description="random horizontal flips of the training images")
     checkpoint_every: int = Field(1000, ge=1, description="optimizer steps between checkpoints (and at the end)")
-    log_every: int = Field(50, ge=1, description="optimizer steps between loss log points")
+    log_every: int = Field(10, ge=1, description="optimizer steps between loss log points (the report's curves)")
     seed: int = Field(0, description="seed of the masks and initial weights")
     classifier: bool = Field(
         True, description="also train the category classifier used by detect's category: auto (two+ categories)"

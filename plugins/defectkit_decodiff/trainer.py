@@ -109,6 +109,7 @@ class DecoDiffTrainer:
                 ctx.log_scalar("decodiff/lr", scheduler.get_last_lr()[0], done)
             if done % config.checkpoint_every == 0 and done < config.steps:
                 self._save(ctx, path, classes, latents.shape[1], done, unet, optimizer, scheduler, None)
+                ctx.logger.info("decodiff: checkpoint at step %d of %d (loss %.4g) in %s", done, config.steps, loss_value, path)
         seconds = time.perf_counter() - started
 
         classifier = None

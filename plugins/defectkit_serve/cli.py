@@ -65,12 +65,12 @@ def serve_command(run_dir: Path, host: str, port: int | None, share: bool, devic
 
 def check_device(device: str) -> None:
     """A device this machine has, or one clear line (not a CUDA traceback at the first model load)."""
+    if device == "auto" or device == "cpu":
+        return  # torch stays unimported until a model loads: serve answers sooner
     import torch
 
     from defectkit.errors import DefectkitError
 
-    if device == "auto" or device == "cpu":
-        return
     try:
         wanted = torch.device(device)
     except RuntimeError:

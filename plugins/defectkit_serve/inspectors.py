@@ -8,19 +8,22 @@ against a threshold is drawn from them afterwards, so moving the threshold never
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from defectkit.errors import DefectkitError
 from defectkit_serve.runinfo import RunInfo, StepInfo
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -60,7 +63,22 @@ class Inspector:
         raise NotImplementedError
 
 
+def _no_grad(method: Callable) -> Callable:
+    """``torch.no_grad()`` imported when a model first runs: serve starts without importing torch (3 s)."""
+
+    @functools.wraps(method)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return method(*args, **kwargs)
+
+    return wrapped
+
+
 def _device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -99,7 +117,7 @@ class DecoDiffInspector(Inspector):
         self.score_range = _slider_range(self.threshold, _step_scores(step)[1])
         self.heat_range = (0.0, 2 * self.threshold if self.threshold > 0 else 1.0)  # as `defectkit detect`
 
-    @torch.no_grad()
+    @_no_grad
     def analyse(self, images: Sequence[Image.Image], names: Sequence[str]) -> list[Analysis]:
         from defectkit_decodiff.model import prepare_image, to_model_range
 
@@ -169,7 +187,7 @@ class PatchKNNInspector(Inspector):
         self.score_range = _slider_range(self.threshold, scores)
         self.heat_range = (0.0, 2 * self.threshold if self.threshold > 0 else 1.0)
 
-    @torch.no_grad()
+    @_no_grad
     def analyse(self, images: Sequence[Image.Image], names: Sequence[str]) -> list[Analysis]:
         from defectkit_patchknn.detector import to_tensor
 
@@ -208,8 +226,9 @@ class Dinov3Inspector(Inspector):
         self.score_range = (0.0, 1.0)
         self.heat_range = (0.0, None)  # attention: each image's own range
 
-    @torch.no_grad()
+    @_no_grad
     def analyse(self, images: Sequence[Image.Image], names: Sequence[str]) -> list[Analysis]:
+        import torch
         import torch.nn.functional as F
         from defectkit_dinov3.predict import predict_batch, to_prediction
 

@@ -30,7 +30,7 @@ def test_hooks_are_light_and_components_meet_the_contract(registered):
 def test_recipes_validate_without_loading_anything(registered, name, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # validation looks for the category folder (not its images): an empty layout stands in for MVTec AD
-    (tmp_path / "hazelnut" / "train" / "defective").mkdir(parents=True)
+    (tmp_path / "hazelnut" / "test").mkdir(parents=True)
     overrides = [f"data.root={tmp_path}"] if name == "defectfill_mvtec.yaml" else []
     validated = load_recipe(RECIPES / name, registered, overrides=overrides)
     kinds = [(s.kind, s.components[0].name if s.components else None) for s in validated.steps]
