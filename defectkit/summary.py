@@ -42,7 +42,7 @@ def format_value(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, float):
         # fractions (AUROC, LPIPS, losses) to 4 decimals; times and rates to 4 significant digits
-        if abs(value) < 1:
+        if abs(value) <= 1:
             return f"{value:.4f}"
         return f"{value:.4g}" if abs(value) < 1000 else f"{value:.1f}"
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
