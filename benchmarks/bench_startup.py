@@ -32,7 +32,7 @@ PLUGIN = {
 
         @hookimpl
         def defectkit_trainers():
-            return [Component(kind="trainer", name="bench_np", factory="bench_numpy_plugin.work:Fit", produces=())]
+            return [Component(kind="trainer", name="bench_np", factory="bench_numpy_plugin.work:Fit")]
     """,
     "bench_numpy_plugin/work.py": """
         import json, time
@@ -66,7 +66,7 @@ def first_step_seconds(recipe: Path, out: Path, env: dict[str, str]) -> float:
     """Seconds from launching `defectkit run` to its first step's first line of code."""
     started = time.time()
     subprocess.run(
-        [sys.executable, "-m", "defectkit", "run", "--quiet", str(recipe), "--out", str(out)],
+        [sys.executable, "-m", "defectkit", "run", str(recipe), "--out", str(out)],
         check=True, capture_output=True, env=env,
     )
     return json.loads((out / "01_train" / "started.json").read_text()) - started
@@ -110,7 +110,8 @@ def tiny_detection_run(out: Path) -> Path:
         "data: {format: synthetic, category: carpet, with: {kind: mvtec, size: 32, n_train: 4, n_test: 1}}\n"
         "steps:\n  - train: {use: patch_knn, with: {weights: null, image_size: 32}}\n  - detect: {use: patch_knn}\n"
     )
-    subprocess.run([sys.executable, "-m", "defectkit", "run", "--quiet", str(recipe), "--out", str(out)], check=True)
+    command = [sys.executable, "-m", "defectkit", "run", str(recipe), "--out", str(out)]
+    subprocess.run(command, check=True, capture_output=True)
     return out
 
 
