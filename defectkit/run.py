@@ -42,6 +42,7 @@ from defectkit.data.sample import DefectDataset, Sample
 from defectkit.errors import DefectkitError, RunError
 from defectkit.libraries import LibraryOutput, seed_everything
 from defectkit.progress import StepProgress
+from defectkit.resources import PeakMemory
 from defectkit.recipe import ResolvedStep, ValidatedRecipe
 
 if TYPE_CHECKING:
@@ -445,33 +446,36 @@ class Run:
         names = ", ".join(c.name for c in step.components) or "built-in"
         log.info("step %s: %s (%s)%s", step.dirname, step.kind, names, " resumed" if resume else "")
         started = time.perf_counter()
-        if step.kind == "report":
-            from defectkit.report import render_report
+        with PeakMemory() as memory:
+            if step.kind == "report":
+                from defectkit.report import render_report
 
-            render_report(self.run_dir, step.configs[0])
-            ctx.add_artifact("report", self.run_dir / "report.html")
-        elif step.kind == "evaluate":
-            for component, config in zip(step.components, step.configs, strict=True):
-                figures = component.load_factory()(config).evaluate(ctx)
-                ctx.log_metrics(figures or {})
-        else:
-            component, config = step.components[0], step.configs[0]
-            obj = component.load_factory()(config)
-            method = getattr(obj, STEP_METHOD[step.kind], None)
-            if method is None:
-                raise TypeError(
-                    f"{component.qualified_name} from plugin {component.plugin}: its factory returned "
-                    f"{type(obj).__name__}, which has no {STEP_METHOD[step.kind]}(ctx) method"
-                )
-            method(ctx)
+                render_report(self.run_dir, step.configs[0])
+                ctx.add_artifact("report", self.run_dir / "report.html")
+            elif step.kind == "evaluate":
+                for component, config in zip(step.components, step.configs, strict=True):
+                    figures = component.load_factory()(config).evaluate(ctx)
+                    ctx.log_metrics(figures or {})
+            else:
+                component, config = step.components[0], step.configs[0]
+                obj = component.load_factory()(config)
+                method = getattr(obj, STEP_METHOD[step.kind], None)
+                if method is None:
+                    raise TypeError(
+                        f"{component.qualified_name} from plugin {component.plugin}: its factory returned "
+                        f"{type(obj).__name__}, which has no {STEP_METHOD[step.kind]}(ctx) method"
+                    )
+                method(ctx)
         seconds = time.perf_counter() - started
         self._wait()
+        ctx._metrics.update(_cost_figures(step, ctx, seconds, memory))
         manifest = {
             "id": step.id,
             "kind": step.kind,
             "status": "done",
             "components": [{"name": c.name, "kind": c.kind, "plugin": c.plugin} for c in step.components],
             "seconds": round(seconds, 3),
+            **memory.figures(),
             "finished": _now(),
             "artifacts": ctx._artifacts,
             "figures": ctx._figures,
@@ -547,6 +551,20 @@ class Run:
         for handler in self._handlers:
             log.removeHandler(handler)
             handler.close()
+
+
+def _cost_figures(step: ResolvedStep, ctx: StepContext, seconds: float, memory: PeakMemory) -> dict[str, float]:
+    """What a train or generate step cost (seed 000 §9.2): peak memory, and seconds per generated image."""
+    figures: dict[str, float] = {}
+    if step.kind in ("train", "generate"):
+        figures.update(memory.figures())
+    generated = ctx._artifacts.get("generated_images")
+    if step.kind == "generate" and generated is not None:
+        metadata = ctx.run_dir / generated / "metadata.jsonl"
+        count = sum(1 for line in metadata.read_text(encoding="utf-8").splitlines() if line.strip()) if metadata.is_file() else 0
+        if count:
+            figures["seconds_per_image"] = round(seconds / count, 4)
+    return figures
 
 
 def _scalar_event(tag: str, value: float, step: int):

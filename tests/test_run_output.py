@@ -216,3 +216,48 @@ def test_progress_on_a_terminal_draws_a_bar_with_the_loss():
         if step == 2:
             bar._progress.refresh()
     assert "loss 0.25" in buffer.getvalue() and "steps/s" in buffer.getvalue()
+
+
+class FlatGenerator:
+    """Four grey images through the shared writer; holds 40 MB while it works, so the peak shows it."""
+
+    def __init__(self, config: None) -> None:
+        pass
+
+    def generate(self, ctx) -> None:
+        import time
+
+        import numpy as np
+        from PIL import Image
+
+        from defectkit.generated import GeneratedWriter
+        from defectkit.resources import SAMPLE_EVERY_S
+
+        ballast = np.ones(40 * 2**20, np.uint8)  # touched, so resident
+        with GeneratedWriter(ctx.step_dir / "generated") as out:
+            for _ in range(4):
+                out.add(Image.new("RGB", (8, 8), (100, 100, 100)), "spot", {"seed": 0})
+        ctx.add_artifact("generated_images", out.root)
+        time.sleep(4 * SAMPLE_EVERY_S)  # held long enough for the sampler to see it
+        assert ballast.sum() > 0
+
+
+def test_train_and_generate_steps_report_peak_memory_and_seconds_per_image(register_plugin, tmp_path):
+    from defectkit import Component, hookimpl
+
+    class GeneratorPlugin:
+        @hookimpl
+        def defectkit_generators(self):
+            return [Component(kind="generator", name="flat", factory="test_run_output:FlatGenerator")]
+
+    register_plugin(FakePlugin(), "fake")
+    register_plugin(GeneratorPlugin(), "flat")
+    data = recipe()
+    data["steps"].insert(1, {"generate": {"use": "flat"}})
+    run_dir = run_recipe_dict(data, tmp_path / "run")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    manifest = json.loads((run_dir / "02_generate" / "manifest.json").read_text())
+    assert metrics["generate"]["seconds_per_image"] == pytest.approx(manifest["seconds"] / 4, abs=1e-3)
+    assert metrics["generate"]["peak_rss_mb"] >= metrics["train"]["peak_rss_mb"] + 30  # the 40 MB it held
+    assert metrics["train"]["peak_rss_mb"] > 10
+    assert "peak_rss_mb" not in metrics.get("evaluate", {})  # only what a train or generate step cost
