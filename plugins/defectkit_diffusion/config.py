@@ -139,11 +139,14 @@ def _check_component(kind: str, ref: ComponentRef) -> ComponentRef:
     except RegistryError as exc:
         raise ValueError(f"use: {exc}") from None
     try:
-        component.build_config(ref.with_)
+        config = component.build_config(ref.with_)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"])
         raise ValueError(f"with.{where}: {error['msg']}" if where else f"with: {error['msg']}") from None
+    if isinstance(config, BaseModel):
+        # every option with its default: what --print-config and recipe.resolved.yaml show
+        ref.with_ = config.model_dump(mode="json")
     return ref
 
 

@@ -24,6 +24,10 @@ def test_neudet_sdxl_is_valid(registered, tmp_path):
     assert generate["backend"] == {"use": "sdxl", "with": generate["backend"]["with"]}
     assert generate["scheduler"]["use"] == "unipc" and generate["steps"] == 20 and generate["guidance_rescale"] == 0.7
     assert [c["use"] for c in generate["controlnets"]] == ["softedge", "depth"]
+    # nested components are resolved with every default, as --print-config promises
+    assert generate["backend"]["with"]["dtype"] == "bf16" and "cpu_offload" in generate["backend"]["with"]
+    assert "solver_order" in generate["scheduler"]["with"] and "timestep_spacing" in generate["scheduler"]["with"]
+    assert all("controlnet" in c["with"] for c in generate["controlnets"])
     assert validated.resolved["steps"][3]["evaluate"]["use"] == ["fid", "kid", "lpips", "edge_ssim", "lbp"]
 
 
