@@ -40,10 +40,11 @@ from defectkit import __version__
 from defectkit import io as dkio
 from defectkit.data.sample import DefectDataset, Sample
 from defectkit.errors import DefectkitError, RunError
+from defectkit.extend import Extension, plan_extension
 from defectkit.libraries import LibraryOutput, seed_everything
 from defectkit.progress import StepProgress
-from defectkit.resources import PeakMemory
 from defectkit.recipe import ResolvedStep, ValidatedRecipe
+from defectkit.resources import PeakMemory
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -238,6 +239,8 @@ class Run:
         self.command = command
         self.verbose = verbose
         self._progress = StepProgress(console, log)
+        #: what --resume found grown in the recipe (see defectkit.extend); None until checked
+        self._extension: Extension | None = None
         self._scalars_file: Any = None
         self._done: dict[str, dict[str, Any]] = {}
 
@@ -373,12 +376,14 @@ class Run:
             import yaml
 
             before = yaml.safe_load(resolved_path.read_text(encoding="utf-8"))
-            difference = first_difference(before, self.validated.resolved)
-            if difference:
+            try:
+                self._extension = plan_extension(before, self.validated.resolved, first_difference)
+            except ValueError as exc:
                 raise RunError(
-                    f"{self.run_dir}: the recipe changed since this run started ({difference}); "
-                    "resume with the same recipe and --set options, or start a new run with another --out"
-                )
+                    f"{self.run_dir}: the recipe changed since this run started ({exc}); resume with the same "
+                    "recipe and --set options (a train step's steps or epochs may grow, and steps may be "
+                    "appended), or start a new run with another --out"
+                ) from None
         elif self.run_dir.exists() and any(self.run_dir.iterdir()):
             raise RunError(
                 f"{self.run_dir}: already exists and is not empty; pass --resume to continue it, or another --out"
@@ -389,9 +394,42 @@ class Run:
         if not self.is_main_process:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self._extension is not None and (self._extension.lengths or self._extension.appended):
+            self._extend()
         if not self.resume:
             dkio.write_yaml(self.run_dir / "recipe.resolved.yaml", self.validated.resolved)
         dkio.write_json(self.run_dir / "environment.json", environment(self))
+
+    def _extend(self) -> None:
+        """A resumed run trained longer: reopen the lengthened steps, set aside the finished ones after them.
+
+        Done before the new recipe is saved, so an interruption at any point
+        leaves a run that a second ``--resume`` continues correctly.
+        """
+        extension = self._extension
+        for line in extension.describe(self.validated.resolved["steps"]):
+            log.info("extending the run: %s", line)
+        first = extension.first_rerun
+        if first is not None:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            metrics = dkio.read_json(self.run_dir / "metrics.json", {})
+            for step in self.validated.steps[first:]:
+                folder = self.run_dir / step.dirname
+                manifest = self._manifest(step)
+                if not manifest or manifest.get("status") != "done":
+                    continue
+                metrics.pop(step.id, None)
+                if step.index in extension.lengths:
+                    # no longer done: the step runs again with ctx.resume and continues from its checkpoint
+                    os.replace(folder / "manifest.json", folder / f"manifest.before-{stamp}.json")
+                else:
+                    target = self.run_dir / "superseded" / stamp / step.dirname
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(folder, target)
+                    log.info("step %s: runs again (an earlier step trains longer); the old one is in %s",
+                             step.dirname, os.path.relpath(target, self.run_dir))
+            dkio.write_json(self.run_dir / "metrics.json", metrics)
+        dkio.write_yaml(self.run_dir / "recipe.resolved.yaml", self.validated.resolved)
 
     def execute(self) -> Path:
         """Run every step not yet done; return the run directory."""
@@ -399,6 +437,7 @@ class Run:
         self._wait()  # every process checks before the main process creates anything
         self._setup_logging()
         self.prepare()
+        self._wait()  # every process sees the folder as prepare left it (an extension moves step folders)
         status = dkio.read_json(self.run_dir / "run.json", {}) if self.resume else {}
         status.update({"status": "running", "command": self.command, "defectkit": __version__})
         status.setdefault("started", _now())

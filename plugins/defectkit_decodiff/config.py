@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from defectkit.rundir import check_run_reference
 
 ModelSize = Literal["XS", "S", "M", "L", "XL"]
 
@@ -98,6 +100,13 @@ class DecoDiffTrainConfig(DecoDiffModelConfig):
         0.5, ge=0.0, le=1.0, description="share of masked patches given another patch's content instead of noise"
     )
     hflip: bool = Field(True, description="random horizontal flips of the training images")
+    init_from: str | None = Field(
+        None,
+        description="RUN_DIR or RUN_DIR/STEP of a finished decodiff run: start from its weights (fine-tune on new "
+        "data); the optimizer and schedule start anew",
+    )
+
+    _init_from_exists = field_validator("init_from")(check_run_reference)
     checkpoint_every: int = Field(1000, ge=1, description="optimizer steps between checkpoints (and at the end)")
     log_every: int = Field(10, ge=1, description="optimizer steps between loss log points (the report's curves)")
     seed: int = Field(0, description="seed of the masks and initial weights")

@@ -53,6 +53,8 @@ class DecoDiffTrainer:
 
     def __init__(self, config: DecoDiffTrainConfig) -> None:
         self.config = config
+        #: the length the resumed checkpoint's run was planned for (differs when the run is trained longer)
+        self.planned_before = config.steps
 
     def train(self, ctx) -> None:
         config = self.config
@@ -83,6 +85,16 @@ class DecoDiffTrainer:
         if ctx.resume and path.is_dir():  # written atomically: a folder that exists is complete
             first = self._resume(path, unet, optimizer, scheduler, classes)
             ctx.logger.info("decodiff: resumed from the checkpoint of step %d in %s", first, path)
+            if self.planned_before != config.steps:
+                # LambdaLR keeps only the step count: the warm-up + cosine is re-planned for the new length
+                ctx.logger.info(
+                    "decodiff: trained for %d steps, now %d: the warm-up + cosine schedule is re-planned for %d "
+                    "steps, so from step %d the rate is what a %d-step run has there (%.3g of lr)",
+                    self.planned_before, config.steps, config.steps, first, config.steps,
+                    warmup_cosine(config.warmup_steps, config.steps)(first),
+                )
+        elif config.init_from:
+            self._init_from(ctx, unet, classes)
         # the scheduler is stepped by hand once per optimizer step: prepare() would step it once per process
         unet, optimizer = accelerator.prepare(unet, optimizer)
         alphas_cumprod = cosine_alphas_cumprod(config.diffusion_steps).to(device)
@@ -155,6 +167,26 @@ class DecoDiffTrainer:
         x_t, deviation = corrupt(x0, t, alphas_cumprod, noise_mask, shuffle_mask, source, generator)
         return F.mse_loss(unet(x_t, t, y), deviation)
 
+    def _init_from(self, ctx, unet, classes: list[str]) -> None:
+        """Start from another run's decodiff weights (fine-tuning on new data); optimizer and schedule start anew."""
+        from safetensors.torch import load_file
+
+        from defectkit.rundir import RunDirectory
+
+        source = RunDirectory.from_reference(self.config.init_from).artifact("checkpoint", producers=("decodiff",))
+        meta = read_meta(source)
+        if meta["classes"] != classes:
+            raise DataError(
+                f"decodiff: init_from {source} was trained on categories {meta['classes']}, this data has "
+                f"{classes}; the class embedding would not fit"
+            )
+        try:
+            unet.load_state_dict(load_file(source / "model.safetensors"))
+        except RuntimeError as exc:  # another UNet size, latent or channel count
+            first = str(exc).strip().splitlines()[0]
+            raise DataError(f"decodiff: init_from {source}: its UNet does not fit this one's options ({first})") from None
+        ctx.logger.info("decodiff: initialised from the weights of %s (trained %d steps)", source, meta["step"])
+
     def _resume(self, path, unet, optimizer, scheduler, classes: list[str]) -> int:
         from safetensors.torch import load_file
 
@@ -168,13 +200,19 @@ class DecoDiffTrainer:
         state = load_training_state(path)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        self.planned_before = int(state.get("planned_steps", self.config.steps))
         return int(state["step"])
 
     def _save(self, ctx, path, classes, channels, step, unet, optimizer, scheduler, classifier) -> None:
         accelerator = ctx.accelerator
         accelerator.wait_for_everyone()
         if ctx.is_main_process:
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step}
+            state = {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "planned_steps": self.config.steps,
+            }
             model_config = DecoDiffModelConfig(**self.config.model_dump(include=set(DecoDiffModelConfig.model_fields)))
             save_checkpoint(
                 path, model_config, classes, channels, step, accelerator.unwrap_model(unet), state, classifier

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from defectkit.rundir import check_run_reference
 
 Prediction = Literal["epsilon", "sample", "v_prediction"]
 Sampler = Literal["ddim", "ddpm", "dpm"]
@@ -130,7 +132,14 @@ class Text2ImageTrainConfig(_Options):
     min_lr: float = Field(1e-6, gt=0.0, description="halve_lr stops training once the rate would fall below this")
 
     # -- checkpoints and samples -------------------------------------------------------
-    checkpoint_every: int = Field(10, ge=1, description="epochs between checkpoints")
+    checkpoint_every: int = Field(10, ge=1, description="epochs between checkpoints (and one after the last epoch)")
+    init_from: str | None = Field(
+        None,
+        description="RUN_DIR or RUN_DIR/STEP of a finished text2image_scratch run: start from its trained weights "
+        "(fine-tune on new data); the optimizer, EMA and schedule start anew",
+    )
+
+    _init_from_exists = field_validator("init_from")(check_run_reference)
     keep_checkpoints: int = Field(2, ge=1)
     min_free_disk_mb: int = Field(
         200, ge=0, description="refuse to write a checkpoint unless this much is free beyond its own size"

@@ -31,7 +31,7 @@ from PIL import Image
 from defectkit import io as dkio
 from defectkit.errors import DataError, DefectkitError
 from defectkit_text2image.config import Text2ImageTrainConfig
-from defectkit_text2image.model import INFO, TextToImage, build_model
+from defectkit_text2image.model import INFO, TextToImage, build_model, load_model
 from defectkit_text2image.sampling import cpu_threads, generate, grid
 
 MODEL_DIR = "model"
@@ -209,6 +209,16 @@ class Text2ImageTrainer:
         if latest is not None:
             state = self._load(latest, objective, optimizer, ema, accelerator)
             ctx.logger.info("%s: resumed after epoch %d from %s", self.name, state.epoch, latest)
+            if state.stopped and state.epoch < config.epochs:
+                ctx.logger.info("%s: stopped early at epoch %d (%s): not trained further", self.name, state.epoch, state.stopped)
+            elif state.epoch < config.epochs and state.epoch > 0:
+                # the rate is constant after warm-up (halved on plateaus): a longer run goes on at the rate it had
+                ctx.logger.info(
+                    "%s: training on to epoch %d at the learning rate it had (%g): the schedule has a constant tail",
+                    self.name, config.epochs, state.lr,
+                )
+        elif config.init_from:
+            self._init_from(ctx, model)
         model_ddp, optimizer = accelerator.prepare(objective, optimizer)
         dtype = self._precision(device)
         autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
@@ -255,7 +265,7 @@ class Text2ImageTrainer:
             last = state.epoch == config.epochs or bool(state.stopped)
             if config.sample_every and state.epoch % config.sample_every == 0 and not last:
                 self._sample_grid(ctx, model, ema, params, classes, state.epoch)
-            if state.epoch % config.checkpoint_every == 0 and not last:
+            if state.epoch % config.checkpoint_every == 0 or last:  # the last one lets a longer run continue
                 self._save(ctx, state, objective, optimizer, ema)
         seconds = time.perf_counter() - started
 
@@ -404,6 +414,24 @@ class Text2ImageTrainer:
         elif ema is not None:
             ema.copy_to(params)
         ctx.accelerator.wait_for_everyone()
+
+    def _init_from(self, ctx, model) -> None:
+        """Start from another run's trained weights (its raw weights where it kept them, else the EMA ones)."""
+        from defectkit.rundir import RunDirectory
+
+        folder = RunDirectory.from_reference(self.config.init_from).artifact("text2image_model", producers=(self.name,))
+        trained = load_model(folder, weights="raw" if (folder / "unet_raw").is_dir() else "ema")
+        try:
+            model.unet.load_state_dict(trained.unet.state_dict())
+            model.text_encoder.load_state_dict(trained.text_encoder.state_dict())
+        except RuntimeError as exc:
+            raise DefectkitError(
+                f"init_from {folder}: its model does not fit this one's options ({str(exc).strip().splitlines()[0]})"
+            ) from None
+        if trained.info.get("classes") != model.info.get("classes"):
+            ctx.logger.info("%s: init_from %s had classes %s; now %s", self.name, folder, trained.info.get("classes"),
+                            model.info.get("classes"))
+        ctx.logger.info("%s: initialised from the weights of %s", self.name, folder)
 
     # -- checkpoints ----------------------------------------------------------------------
 
