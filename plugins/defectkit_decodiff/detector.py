@@ -111,6 +111,15 @@ class AnomalyScorer:
         return maps, maps.flatten(1).amax(dim=1), reconstructed.float()
 
 
+def _gather(accelerator, part: dict) -> list[dict]:
+    """Every process's ``part`` (small: scores and map ranges), in rank order; the maps stay on disk."""
+    if accelerator.num_processes == 1:
+        return [part]
+    from accelerate.utils import gather_object
+
+    return gather_object([part])
+
+
 def choose_threshold(labels: list[int], scores: list[float], percentile: float) -> dict:
     """F1-adaptive with defective examples, else a percentile of the normal scores."""
     values = np.asarray(scores, dtype=np.float64)
@@ -137,8 +146,7 @@ class DecoDiffDetector:
     def detect(self, ctx) -> None:
         maps_dir = ctx.step_dir / "anomaly_maps"
         scores_path = ctx.step_dir / "scores.csv"
-        if ctx.is_main_process:
-            self._detect(ctx, maps_dir, scores_path)
+        self._detect(ctx, maps_dir, scores_path)
         ctx.add_artifact("anomaly_maps", maps_dir)
         ctx.add_artifact("scores", scores_path)
 
@@ -169,26 +177,39 @@ class DecoDiffDetector:
         model_config = scorer.checkpoint.config
         overlay_at = set(pick_overlays([s.defect_type for s in test], [s.label for s in test], config.overlays))
 
-        scores: list[float] = []
+        # sharded over the processes of `accelerate launch`: each scores every world-th image and writes its
+        # maps (one file per image, so no two processes write the same file); the scores are gathered
+        accelerator = ctx.accelerator
+        rank, world = accelerator.process_index, accelerator.num_processes
+        mine = list(range(rank, len(test), world))
+        shard: list[tuple[int, float]] = []
         kept: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
         low, high = math.inf, -math.inf
         started = time.perf_counter()
-        for chunk, raw, maps, chunk_scores in self._score_samples(scorer, test, ctx, "decodiff detect"):
+        shard_samples = [test[i] for i in mine]
+        for chunk, raw, maps, chunk_scores in self._score_samples(scorer, shard_samples, ctx, "decodiff detect"):
             low, high = min(low, float(maps.min())), max(high, float(maps.max()))
             for j, sample in enumerate(chunk):
-                i = len(scores)
+                i = mine[len(shard)]
                 save_map(maps_dir, names[i], maps[j])
-                scores.append(chunk_scores[j])
+                shard.append((i, chunk_scores[j]))
                 if i in overlay_at:
                     mask = sample.load_mask()
                     mask = None if mask is None else crop_mask(mask, model_config.image_size, model_config.crop_size)
                     kept[i] = (raw[j], maps[j], mask)
+        gathered = _gather(accelerator, {"scores": shard, "low": low, "high": high})
         seconds = time.perf_counter() - started
+        scores = [score for _, score in sorted(pair for part in gathered for pair in part["scores"])]
+        low, high = min(p["low"] for p in gathered), max(p["high"] for p in gathered)
 
-        write_scores(scores_path, names, scores)
-        for i, (image, anomaly_map, mask) in sorted(kept.items()):
+        for i, (image, anomaly_map, mask) in sorted(kept.items()):  # each process draws its own shard's overlays
             path = ctx.step_dir / "overlays" / f"{i:03d}_{names[i].replace('/', '_')}.png"
             save_overlay(path, image, anomaly_map, mask, (low, high), f"{names[i]}  score {scores[i]:.3f}")
+        if not ctx.is_main_process:
+            return
+        write_scores(scores_path, names, scores)
+        for i in sorted(overlay_at):
+            path = ctx.step_dir / "overlays" / f"{i:03d}_{names[i].replace('/', '_')}.png"
             ctx.add_figure(path, f"decodiff: {names[i]} (score {scores[i]:.3f})")
 
         threshold = self._threshold(scorer, ctx)
@@ -204,6 +225,7 @@ class DecoDiffDetector:
         ctx.log_metrics(
             {
                 "test_images": len(test),
+                "processes": world,
                 "images_per_second": round(len(test) / seconds, 2),
                 "threshold": round(threshold["threshold"], 6),
                 "threshold_method": threshold["method"],
