@@ -61,6 +61,50 @@ def add_adalora(denoiser: torch.nn.Module, options, steps: int):
         raise DefectkitError(f"adalora: target_modules {options.target_modules} do not fit: {exc}") from None
 
 
+class GrowingRank:
+    """A LoRA whose rank grows from ``start`` to ``final`` during training (seed 000 §3.3's linear schedule).
+
+    peft fixes a LoRA's rank when it is made, so the adapters are made at
+    ``final`` and the components past the current rank are held at zero: a
+    component whose A row and B column are both zero gets zero gradients, so it
+    stays off without masks. When the schedule reaches a component, its A row
+    is drawn as peft's "gaussian" init draws it (B stays zero), so growing
+    leaves the model's output unchanged at that step, as a new LoRA does.
+    """
+
+    def __init__(self, module: torch.nn.Module, start: int, final: int, steps: float, seed: int) -> None:
+        self.layers = [m for m in module.modules() if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})]
+        #: steps: over how many optimizer steps the rank grows (then it stays at final)
+        self.start, self.final, self.steps, self.seed = start, final, steps, seed
+        self.active = final
+        self.set_active(start)
+
+    def rank_at(self, done: int) -> int:
+        """The seed's ``int(r0 + (r1 - r0) * step / steps)``, held at the final rank once ``steps`` are done."""
+        return max(self.start, min(self.final, int(self.start + (self.final - self.start) * done / self.steps)))
+
+    @torch.no_grad()
+    def set_active(self, rank: int) -> None:
+        """Switch components on or off so that exactly ``rank`` are live (on: drawn afresh, off: zeroed)."""
+        for index, layer in enumerate(self.layers):
+            a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+            if rank < self.active:
+                a[rank:] = 0
+                b[:, rank:] = 0
+            for k in range(self.active, rank):
+                # one generator per (layer, component): a resumed run draws what an uninterrupted one drew
+                generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index * 1_009 + k)
+                row = torch.randn(a.shape[1], generator=generator) / self.final
+                a[k] = row.to(a.device, a.dtype)
+        self.active = rank
+
+    def after_step(self, done: int) -> int:
+        rank = self.rank_at(done)
+        if rank > self.active:
+            self.set_active(rank)
+        return self.active
+
+
 def orthogonal_penalty(module: torch.nn.Module) -> torch.Tensor | float:
     """AdaLoRA's orthogonality regulariser of P (lora_A) and Q (lora_B).
 

@@ -133,7 +133,20 @@ class FinetuneConfig(BaseModel):
 class LoraOptions(BaseModel):
     """Where the low-rank adapters go and how large they are."""
 
-    rank: int = Field(16, ge=1, description="LoRA rank (16-32 for SDXL)")
+    rank: int = Field(16, ge=1, description="LoRA rank (16-32 for SDXL); with final_rank, the rank it starts at")
+    final_rank: int | None = Field(
+        None,
+        ge=1,
+        description="grow the denoiser's rank linearly from rank to final_rank over the steps (seed 000 §3.3; "
+        "2 x rank there); the adapter is saved at final_rank. AdaLoRA prunes the other way",
+    )
+    rank_growth_share: float = Field(
+        0.75,
+        gt=0.0,
+        le=1.0,
+        description="share of the steps over which the rank grows; the seed's 1.0 reaches final_rank only at the "
+        "last step, so its last components never train",
+    )
     alpha: float | None = Field(None, gt=0.0, description="LoRA alpha (default: the rank, scale 1)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout")
     target_modules: list[str] = Field(
@@ -147,6 +160,12 @@ class LoraOptions(BaseModel):
 
 class LoraTrainConfig(FinetuneConfig, LoraOptions):
     """LoRA on the UNet attention (peft ``LoraConfig``)."""
+
+    @model_validator(mode="after")
+    def _growth(self) -> LoraTrainConfig:
+        if self.final_rank is not None and self.final_rank < self.rank:
+            raise ValueError(f"final_rank {self.final_rank} is below rank {self.rank}: the rank only grows (see adalora)")
+        return self
 
 
 class DoraTrainConfig(LoraTrainConfig):

@@ -86,6 +86,7 @@ class FinetuneTrainer:
         self.config = config
         self.tokens: adapters.TokenEmbeddings | None = None
         self.tuner = None  # the AdaLoRA tuner, which reallocates ranks after each step
+        self.growth = None  # a LoRA rank growing during training (final_rank), switched on after each step
 
     # -- what subclasses provide ----------------------------------------------------------
 
@@ -144,6 +145,8 @@ class FinetuneTrainer:
             return model(**inputs) + self.extra_loss(backbone)
 
         def after_step(done: int) -> None:
+            if self.growth is not None and (done % config.log_every == 0 or done == config.steps):
+                ctx.log_scalar(f"{self.name}/rank", self.growth.active, done)
             if config.validation_every and done % config.validation_every == 0 and done < config.steps:
                 self._validate(ctx, backbone, classes, done, ema, params)
 
@@ -252,6 +255,8 @@ class FinetuneTrainer:
             return 0, 0
         first, nonfinite = self._load(latest[1], objective, optimizer, schedule, scaler, ema, ctx.accelerator)
         ctx.logger.info("%s: resumed from the checkpoint of step %d in %s", self.name, first, latest[1])
+        if self.growth is not None:
+            self.growth.active = self.growth.rank_at(first)  # the loaded weights hold the components live by then
         return first, nonfinite
 
     # -- pieces of the loop -----------------------------------------------------------------
@@ -385,6 +390,8 @@ class FinetuneTrainer:
             optimizer.step()
         if self.tuner is not None:
             self.tuner.update_and_allocate(step)  # after the step, before zero_grad (peft's order)
+        if self.growth is not None:
+            self.growth.after_step(step + 1)
 
     @staticmethod
     def _ema(params):
@@ -559,8 +566,14 @@ class LoraTrainer(FinetuneTrainer):
 
     def _attach_lora(self, backbone: Backbone) -> None:
         c = self.config
-        self._denoiser_lora = adapters.lora_config(c.rank, c.alpha, c.dropout, c.target_modules, self.use_dora)
+        final_rank = c.final_rank or c.rank
+        self._denoiser_lora = adapters.lora_config(final_rank, c.alpha, c.dropout, c.target_modules, self.use_dora)
         adapters.add_lora(backbone.denoiser, self._denoiser_lora, f"{self.name}: the {backbone.family} denoiser")
+        self.growth = (
+            adapters.GrowingRank(backbone.denoiser, c.rank, final_rank, c.steps * c.rank_growth_share, c.seed)
+            if final_rank > c.rank
+            else None
+        )
         self._text_lora = None
         if c.train_text_encoder:
             rank = c.text_encoder_rank or c.rank
@@ -586,7 +599,9 @@ class LoraTrainer(FinetuneTrainer):
             "denoiser": adapters.lora_state_dict(backbone.denoiser, adalora=False),
             "denoiser_metadata": _metadata(self._denoiser_lora),
         }
-        state["ranks"] = {"denoiser": self.config.rank}
+        state["ranks"] = {"denoiser": self.config.final_rank or self.config.rank}
+        if self.growth is not None:
+            state["ranks"]["grown_from"] = self.config.rank
         if self._text_lora is not None:
             for i, (encoder, _) in enumerate(backbone.clip_encoders):
                 key = "text_encoder" if i == 0 else "text_encoder_2"

@@ -166,3 +166,44 @@ def test_trained_ti_lora_adapter_changes_a_plain_pipeline(registered, tiny_pipel
     plain.load_lora_weights(adapter, weight_name=manifest["lora"])
     after = image(plain)
     assert abs(after - before).mean() > 1e-4
+
+
+def test_a_growing_rank_goes_from_rank_to_final_rank_and_the_adapter_loads_in_diffusers(registered, tiny_pipelines, tmp_path):
+    folder = tiny_pipelines("sd15")
+    options = {"model": str(folder), "rank": 2, "final_rank": 4, "rank_growth_share": 0.5, "steps": 4, "lr": 5e-2,
+               "validation_images": False}
+    run = run_recipe_dict(recipe("lora", options), tmp_path / "run")
+    scalars = [json.loads(line) for line in (run / "scalars.jsonl").read_text().splitlines()]
+    ranks = [r["value"] for r in sorted(scalars, key=lambda r: r["step"]) if r["tag"].endswith("/rank")]
+    assert ranks == [3, 4, 4, 4]  # int(2 + 2 * step / 2) after steps 1-4: full rank at half the steps
+    adapter = run / "01_train" / "adapter"
+    weights = load_file(adapter / adapters.LORA_FILE)
+    downs = [w for name, w in weights.items() if "lora_A" in name or "lora.down" in name]
+    assert downs and all(w.shape[0] == 4 for w in downs)
+    assert all(bool((w.abs().sum(dim=1) > 0).all()) for w in downs)  # every component is live at the end
+    ups = [w for name, w in weights.items() if "lora_B" in name or "lora.up" in name]
+    assert any(bool(w[:, 3].abs().sum() > 0) for w in ups)  # the last one trained after it came on
+    plain = _pipe(folder)
+    base = _unet_out(plain)
+    plain.load_lora_weights(adapter, weight_name=adapters.LORA_FILE)
+    assert not torch.allclose(_unet_out(plain), base, atol=1e-5)
+
+
+def test_growing_rank_components_stay_off_until_their_step():
+    from defectkit_finetune.adapters import GrowingRank
+
+    class Layer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lora_A = torch.nn.ModuleDict({"default": torch.nn.Linear(6, 4, bias=False)})
+            self.lora_B = torch.nn.ModuleDict({"default": torch.nn.Linear(4, 5, bias=False)})
+
+    layer = Layer()
+    torch.nn.init.zeros_(layer.lora_B["default"].weight)
+    growth = GrowingRank(layer, start=1, final=4, steps=6, seed=0)
+    live = lambda: int((layer.lora_A["default"].weight.abs().sum(dim=1) > 0).sum())  # noqa: E731
+    seen = [live()]
+    for done in range(1, 7):
+        growth.after_step(done)
+        seen.append(live())
+    assert seen == [1, 1, 2, 2, 3, 3, 4]
