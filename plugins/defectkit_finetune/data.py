@@ -201,6 +201,9 @@ class BatchSource:
         options = self.config.augment
         if not (options.mixup or options.cutmix):
             return images, masks
+        # partners are read from the batch as drawn, not as already mixed: an image must not get back its own
+        # pixels through a partner mixed before it
+        originals, original_masks = images, masks
         images, masks = images.clone(), masks.clone()
         size = images.shape[-1]
         for i, record in enumerate(chosen):
@@ -212,10 +215,11 @@ class BatchSource:
                 lam = float(torch.rand(()))
                 cut = int(size * math.sqrt(1.0 - lam))
                 top, left = (int(torch.randint(size - cut + 1, ())) for _ in range(2))
-                images[i, :, top : top + cut, left : left + cut] = images[j, :, top : top + cut, left : left + cut]
-                masks[i, :, top : top + cut, left : left + cut] = masks[j, :, top : top + cut, left : left + cut]
+                window = (slice(None), slice(top, top + cut), slice(left, left + cut))
+                images[i][window] = originals[j][window]
+                masks[i][window] = original_masks[j][window]
             elif options.mixup:
                 lam = float(torch.distributions.Beta(options.mixup, options.mixup).sample())
-                images[i] = lam * images[i] + (1.0 - lam) * images[j]
-                masks[i] = torch.maximum(masks[i] * lam, masks[j] * (1.0 - lam))
+                images[i] = lam * originals[i] + (1.0 - lam) * originals[j]
+                masks[i] = torch.maximum(original_masks[i] * lam, original_masks[j] * (1.0 - lam))
         return images, masks

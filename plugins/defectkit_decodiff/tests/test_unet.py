@@ -83,3 +83,36 @@ def test_reflect_padding_reaches_every_three_by_three_convolution():
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
     assert len(convs) > 10 and {c.padding_mode for c in convs} == {"reflect"}
     assert model(torch.randn(1, 4, 8, 8), torch.tensor([1]), torch.tensor([0])).shape == (1, 4, 8, 8)
+
+
+def test_skip_gating_feeds_each_up_block_one_minus_alpha_times_its_skip():
+    torch.manual_seed(0)
+    model = tiny(skip_gate=True).eval()
+    with torch.no_grad():
+        for gate in model.skip_gates:
+            torch.nn.init.normal_(gate.conv.weight, std=1.0)  # alphas that differ from place to place
+            torch.nn.init.zeros_(gate.conv.bias)
+    x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([1, 2]), torch.tensor([0, 1])
+    seen_gates, seen_inputs = [], []
+    hooks = [g.register_forward_hook(lambda m, args, out: seen_gates.append((args[0], *out))) for g in model.skip_gates]
+    blocks = [b for level in model.up for b in level]
+    hooks += [b.register_forward_pre_hook(lambda m, args: seen_inputs.append(args[0])) for b in blocks]
+    out = model(x, t, y, return_gate=True)
+    for hook in hooks:
+        hook.remove()
+    assert len(seen_gates) == len(seen_inputs) == len(out.skip_gates)
+    for (skip, gated, alpha), block_input, returned in zip(seen_gates, seen_inputs, out.skip_gates, strict=True):
+        assert alpha.min() < 0.3 and alpha.max() > 0.7  # a real spread, not the near-open start
+        torch.testing.assert_close(gated, (1 - alpha) * skip)
+        torch.testing.assert_close(block_input[:, -skip.shape[1] :], gated)  # what the block gets is the gated skip
+        assert torch.equal(alpha, returned)
+    # a closed gate (alpha ~ 1) removes the skip path entirely
+    with torch.no_grad():
+        for gate in model.skip_gates:
+            torch.nn.init.zeros_(gate.conv.weight)
+            torch.nn.init.constant_(gate.conv.bias, 30.0)
+    seen_inputs.clear()
+    hooks = [b.register_forward_pre_hook(lambda m, args: seen_inputs.append(args[0])) for b in blocks]
+    model(x, t, y)
+    skips = [gate.conv.in_channels for gate in model.skip_gates]
+    assert all(inp[:, -c:].abs().max() < 1e-6 for inp, c in zip(seen_inputs, skips, strict=True))

@@ -254,3 +254,27 @@ def test_runtime_mistakes_are_one_line(registered, tiny_models, tmp_path):
     for number, (options, match) in enumerate(cases):
         with pytest.raises(DefectkitError, match=match):
             run_recipe_dict(recipe([generate_step(tiny_models["sd15"], **options)]), tmp_path / f"run{number}")
+
+
+def test_per_class_guidance_and_cfg_rescale_reach_the_pipeline_call(registered, tiny_models, tmp_path, monkeypatch):
+    # a spy on the diffusers pipeline itself: the metadata could say 9.0 while the pipeline ran at 7.5
+    import functools
+
+    import diffusers
+
+    calls = []
+    original = diffusers.StableDiffusionPipeline.__call__
+
+    @functools.wraps(original)  # the generator reads the pipeline's signature: the spy keeps it
+    def spy(self, *args, **kwargs):
+        calls.append({k: kwargs.get(k) for k in ("prompt", "guidance_scale", "guidance_rescale")})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(diffusers.StableDiffusionPipeline, "__call__", spy)
+    step = generate_step(
+        tiny_models["sd15"], guidance_per_class={"scratches": 9.0}, guidance_rescale=0.7, defect_types=["scratches", "patches"]
+    )
+    run_recipe_dict(recipe([step]), tmp_path / "run")
+    by_class = {("scratches" if "scratches" in call["prompt"][0] else "patches"): call for call in calls}
+    assert by_class["scratches"]["guidance_scale"] == 9.0 and by_class["patches"]["guidance_scale"] == 7.5
+    assert all(call["guidance_rescale"] == 0.7 for call in calls)  # SD 1.5 pipelines rescale natively

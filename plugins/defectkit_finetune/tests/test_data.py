@@ -42,3 +42,48 @@ def test_batches_repeat_exactly_and_processes_get_different_images():
     assert torch.equal(a.batch(3)["pixels"], a.batch(3)["pixels"])
     assert not set(a.indices(0)) & set(b.indices(0))  # one epoch of 4 images over 2 processes x 2
     assert sorted(a.indices(0) + b.indices(0)) == [0, 1, 2, 3]
+
+
+def _two_flat_records(size=16):
+    """Two images of one class: flat 40 and flat 200, masks on the left and the right half."""
+    records = []
+    for i, (value, half) in enumerate(((40, slice(0, size // 2)), (200, slice(size // 2, size)))):
+        image = torch.full((3, size, size), value, dtype=torch.uint8)
+        mask = torch.zeros(1, size, size, dtype=torch.bool)
+        mask[:, :, half] = True
+        records.append(Record(f"s{i}", "scratches", "steel", "p", image, mask, (size, size), (0, 0)))
+    return records
+
+
+def _mixed(augment):
+    config = LoraTrainConfig(resolution=16, batch_size=2, augment={"hflip": 0.0, "rotate": 0.0, "translate": 0.0,
+                                                                      "brightness": 0.0, "contrast": 0.0, **augment})
+    records = _two_flat_records()
+    source = BatchSource(records, config, process=0, processes=1)
+    images = torch.stack([r.image.float() / 255 for r in records])
+    masks = torch.stack([r.mask.float() for r in records])
+    torch.manual_seed(3)
+    return images, masks, *source._mix(records, images, masks)
+
+
+def test_cutmix_pastes_a_square_of_the_partner_into_image_and_mask_alike():
+    images, masks, mixed, mixed_masks = _mixed({"cutmix": 1.0})
+    for i, j in ((0, 1), (1, 0)):
+        from_partner = (mixed[i, 0] - images[j, 0]).abs() < 1e-6
+        assert from_partner.any() and not from_partner.all()
+        rows, cols = from_partner.nonzero(as_tuple=True)
+        square = torch.zeros_like(from_partner)
+        square[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
+        assert torch.equal(from_partner, square) and rows.max() - rows.min() == cols.max() - cols.min()
+        assert torch.equal(mixed_masks[i, 0][square], masks[j, 0][square])  # the mask came with the pixels
+        assert torch.equal(mixed_masks[i, 0][~square], masks[i, 0][~square])
+
+
+def test_mixup_blends_images_by_one_weight_and_keeps_both_masks_weighted():
+    images, masks, mixed, mixed_masks = _mixed({"mixup": 0.4})
+    for i, j in ((0, 1), (1, 0)):
+        lam = float((mixed[i, 0, 0, 0] - images[j, 0, 0, 0]) / (images[i, 0, 0, 0] - images[j, 0, 0, 0]))
+        assert 0.0 < lam < 1.0
+        torch.testing.assert_close(mixed[i], lam * images[i] + (1 - lam) * images[j])
+        torch.testing.assert_close(mixed_masks[i], torch.maximum(masks[i] * lam, masks[j] * (1 - lam)))
+    assert not torch.equal(mixed[0], images[0])

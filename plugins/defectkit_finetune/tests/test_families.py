@@ -76,3 +76,21 @@ def test_user_mistakes_name_the_option(registered, tiny_pipelines, tmp_path):
         run_recipe_dict(recipe("dora", {**base, "backend": "sd15_inpainting"}), tmp_path / "e")
     with pytest.raises(DefectkitError, match="tinit"):
         run_recipe_dict(recipe("adalora", {**base, "tinit": 1, "tfinal": 1}), tmp_path / "f")
+
+
+def test_adamw_8bit_holds_its_moments_in_8_bits():
+    # a silent fallback to torch's AdamW would keep float32 exp_avg / exp_avg_sq instead
+    import torch
+
+    from defectkit_finetune.config import LoraTrainConfig
+    from defectkit_finetune.optim import build_optimizer
+
+    weight = torch.nn.Parameter(torch.randn(64, 128))  # above bitsandbytes' min_8bit_size (4096 elements)
+    optimizer = build_optimizer([{"params": [weight], "lr": 1e-3}], LoraTrainConfig(optimizer="adamw_8bit"), torch.device("cpu"))
+    weight.grad = torch.randn_like(weight)
+    before = weight.detach().clone()
+    optimizer.step()
+    state = optimizer.state[weight]
+    assert state["state1"].dtype == torch.uint8 and state["state2"].dtype == torch.uint8
+    assert state["state1"].numel() == weight.numel() and "exp_avg" not in state
+    assert not torch.equal(weight, before)
