@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 OnError = Literal["raise", "warn"]
 
@@ -87,15 +87,39 @@ class DefectFillConfig(_OnDisk):
     mask_suffix: str = Field("_mask", description="defective_masks/<type>/<stem><suffix>.png")
 
 
+#: presets of the ``hf`` format: a dataset and its columns, so a recipe names only the preset
+HF_PRESETS: dict[str, dict[str, str]] = {
+    # COCO captions as lmms-lab publishes them: the image, and its five captions as a list in `answer`
+    "coco": {"root": "lmms-lab/COCO-Caption", "train_split": "val", "image_column": "image", "caption_column": "answer"},
+}
+
+
 class HFConfig(_Base):
-    root: str = Field(description="a Hugging Face dataset name, or a folder written by save_to_disk")
+    root: str | None = Field(
+        None, description="a Hugging Face dataset name, or a folder written by save_to_disk (default: the preset's)"
+    )
+    preset: Literal["coco"] | None = Field(
+        None,
+        description="coco: lmms-lab/COCO-Caption with its image and five-caption columns; options set here win",
+    )
     name: str | None = Field(None, description="the dataset's configuration name, if it has several")
     train_split: str = Field("train")
     test_split: str | None = Field(None, description="split used as test; none: no test samples")
     image_column: str = Field("image")
-    caption_column: str | None = Field(None, description="e.g. caption or text; none: no captions")
+    caption_column: str | None = Field(
+        None, description="e.g. caption or text, or a column of caption lists (one is drawn per epoch); none: no captions"
+    )
     label_column: str | None = Field(None, description="0/1 or class-name column; none: every image is normal")
     limit: int | None = Field(None, ge=1, description="use only the first N rows of each split")
+
+    @model_validator(mode="after")
+    def _preset(self) -> HFConfig:
+        for key, value in HF_PRESETS.get(self.preset or "", {}).items():
+            if key not in self.model_fields_set:
+                setattr(self, key, value)
+        if self.root is None:
+            raise ValueError("root: name a Hugging Face dataset or a save_to_disk folder, or set with.preset: coco")
+        return self
 
 
 class SyntheticConfig(_Base):

@@ -49,6 +49,16 @@ def _to_image(value: Any):
     raise DataError(f"hf image column holds {type(value).__name__}, not an image")
 
 
+def _captions(value: Any, column: str | None, row: int) -> tuple[str | None, tuple[str, ...]]:
+    """A caption cell: a string, or a list of them (COCO's five per image): (the first, all of them)."""
+    if value is None or isinstance(value, str):
+        return value, (value,) if value else ()
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        kept = tuple(v for v in value if v.strip())
+        return (kept[0] if kept else None), kept
+    raise DataError(f"data.with.caption_column: row {row} of column {column!r} holds {type(value).__name__}, not text")
+
+
 def open_hf(config: HFConfig) -> ListDataset:
     dataset = _load(config)
     splits: dict[str, list[Sample]] = {}
@@ -78,7 +88,8 @@ def open_hf(config: HFConfig) -> ListDataset:
             def load(i=i, table=table):
                 return _to_image(table[i][config.image_column]).convert("RGB"), None
 
+            caption, alternatives = _captions(captions[i], config.caption_column, i)
             samples.append(Sample(id=f"{split}/{i:06d}", split=split, label=int(defect != NORMAL), defect_type=defect,
-                                  caption=captions[i], loader=load))
+                                  caption=caption, captions=alternatives, loader=load))
         splits[split] = samples
     return ListDataset(splits, "hf")

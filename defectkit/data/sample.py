@@ -40,6 +40,7 @@ class Sample:
         defect_type: ``"good"`` for normal samples, else the defect class.
         object_class: the category (``bottle``, ``steel``); ``""`` if the format has none.
         caption: a text description, where the format has one.
+        captions: every description where the format has several (COCO's five); ``caption`` is the first.
         boxes: defect boxes (NEU-DET), else empty.
         image_path / mask_path: files on disk, or ``None`` for generated samples.
         loader: for generated samples, returns ``(image, mask_or_None)``.
@@ -55,6 +56,7 @@ class Sample:
     image_path: Path | None = None
     mask_path: Path | None = None
     loader: Callable[[], tuple[Image.Image, np.ndarray | None]] | None = field(default=None, compare=False, repr=False)
+    captions: tuple[str, ...] = ()
 
     @property
     def is_normal(self) -> bool:

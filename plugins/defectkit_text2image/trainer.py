@@ -78,7 +78,8 @@ def select_samples(samples, config: Text2ImageTrainConfig, where: str):
 
 
 def load_images(samples, config: Text2ImageTrainConfig, object_class: str, where: str):
-    """Every image resized (shorter side) and centre-cropped to the resolution once: uint8 (N, C, R, R), prompts."""
+    """Every image resized (shorter side) and centre-cropped to the resolution once: uint8 (N, C, R, R), and
+    each image's prompts (several where the data has several captions: one is drawn per epoch)."""
     size = config.resolution
     pixels, prompts = [], []
     for sample in samples:
@@ -91,10 +92,10 @@ def load_images(samples, config: Text2ImageTrainConfig, object_class: str, where
         left, top = (width - size) // 2, (height - size) // 2
         array = np.asarray(image.crop((left, top, left + size, top + size)))
         pixels.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
-        caption = sample.caption if config.prompts != "template" else None
-        if config.prompts == "caption" and not caption:
+        captions = (sample.captions or ((sample.caption,) if sample.caption else ())) if config.prompts != "template" else ()
+        if config.prompts == "caption" and not captions:
             raise DataError(f"{where}: sample {sample.id} has no caption (prompts: caption); use prompts: auto")
-        prompts.append(caption or prompt_for(config.prompt_template, sample.defect_type, object_class))
+        prompts.append(list(captions) or [prompt_for(config.prompt_template, sample.defect_type, object_class)])
     return torch.from_numpy(np.stack(pixels)), prompts
 
 
@@ -201,7 +202,8 @@ class Text2ImageTrainer:
         params = [p for group in groups for p in group["params"]]
         optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         ema = self._ema(params) if config.ema else None
-        ids = model.tokenize(prompts, "cpu")
+        all_ids = model.tokenize([p for alternatives in prompts for p in alternatives], "cpu")
+        offsets = np.cumsum([0] + [len(alternatives) for alternatives in prompts])
         empty_ids = model.tokenize([""], "cpu")[0]
 
         state = TrainState(lr=config.lr)
@@ -233,6 +235,7 @@ class Text2ImageTrainer:
             if state.stopped:
                 break
             order = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
+            ids = self._epoch_captions(all_ids, offsets, epoch)
             losses = []
             for group_start in range(0, micro_batches, config.grad_accumulation):
                 group = range(group_start, min(group_start + config.grad_accumulation, micro_batches))
@@ -308,6 +311,15 @@ class Text2ImageTrainer:
         from diffusers.training_utils import EMAModel
 
         return EMAModel(params, decay=self.config.ema_decay, use_ema_warmup=self.config.ema_warmup)
+
+    def _epoch_captions(self, all_ids: torch.Tensor, offsets: np.ndarray, epoch: int) -> torch.Tensor:
+        """This epoch's token ids, one row per image: with several captions, one drawn per image and epoch."""
+        counts = np.diff(offsets)
+        if (counts == 1).all():
+            return all_ids  # one caption each: nothing to draw (and no random numbers used)
+        generator = torch.Generator().manual_seed(self.config.seed * 104_729 + epoch)
+        chosen = (torch.rand(len(counts), generator=generator) * torch.from_numpy(counts)).long()
+        return all_ids[torch.from_numpy(offsets[:-1]) + chosen]
 
     def _inputs(self, images, ids, empty_ids, picked, scheduler, epoch, micro, rank, device) -> dict:
         config = self.config

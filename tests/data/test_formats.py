@@ -258,6 +258,26 @@ def test_hf_dataset_saved_to_disk(tmp_path):
         open_hf(HFConfig(root=str(tmp_path / "hf"), caption_column="caption"))
 
 
+def test_hf_caption_lists_keep_every_caption_and_the_coco_preset_names_its_columns(tmp_path):
+    import datasets
+
+    images = [Image.new("RGB", (8, 8), (v, v, v)) for v in (10, 200)]
+    captions = [["a grey square", "a flat patch", " "], ["a white square"]]
+    datasets.Dataset.from_dict({"image": images, "answer": captions}).save_to_disk(str(tmp_path / "coco"))
+    # the preset's columns, a local folder in place of its hub id
+    data = open_hf(HFConfig(preset="coco", root=str(tmp_path / "coco")))
+    train = data.samples("train")
+    assert [s.captions for s in train] == [("a grey square", "a flat patch"), ("a white square",)]
+    assert [s.caption for s in train] == ["a grey square", "a white square"]
+    preset = HFConfig(preset="coco")
+    assert (preset.root, preset.train_split, preset.image_column, preset.caption_column) == (
+        "lmms-lab/COCO-Caption", "val", "image", "answer"
+    )
+    assert HFConfig(preset="coco", train_split="test").train_split == "test"  # what a recipe sets wins
+    with pytest.raises(ValueError, match="name a Hugging Face dataset"):
+        HFConfig()
+
+
 def test_synthetic_is_reproducible_and_varied():
     config = SyntheticConfig(kind="mvtec", category="wood", size=64, n_train=3, n_test=2, seed=5)
     first, second = open_synthetic(config), open_synthetic(config)

@@ -50,9 +50,9 @@ def test_prompts_come_from_captions_or_the_template():
     config = Text2ImageTrainConfig(resolution=16, grayscale=True)
     images, prompts = load_images(samples, config, "steel", "here")
     assert images.shape == (2, 1, 16, 16)
-    assert prompts == ["a photo of patches defect on a steel surface", "a long bright scratch"]
+    assert prompts == [["a photo of patches defect on a steel surface"], ["a long bright scratch"]]
     templated = load_images(samples, config.model_copy(update={"prompts": "template"}), "steel", "here")[1]
-    assert templated[1] == "a photo of scratches defect on a steel surface"
+    assert templated[1] == ["a photo of scratches defect on a steel surface"]
     with pytest.raises(DataError, match="has no caption"):
         load_images(samples, config.model_copy(update={"prompts": "caption"}), "steel", "here")
 
