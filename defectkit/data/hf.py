@@ -7,6 +7,7 @@ from typing import Any
 
 from defectkit.data.base import ListDataset
 from defectkit.data.configs import HFConfig
+from defectkit.data.pixels import to_rgb
 from defectkit.data.sample import NORMAL, Sample
 from defectkit.errors import DataError
 
@@ -76,7 +77,7 @@ def open_hf(config: HFConfig) -> ListDataset:
                 defect = NORMAL if name_of in ("0", NORMAL, "normal") else ("defect" if name_of == "1" else name_of)
 
             def load(i=i, table=table):
-                return _to_image(table[i][config.image_column]).convert("RGB"), None
+                return to_rgb(_to_image(table[i][config.image_column]), where=f"{config.root} row {i}"), None
 
             samples.append(Sample(id=f"{split}/{i:06d}", split=split, label=int(defect != NORMAL), defect_type=defect,
                                   caption=captions[i], loader=load))
