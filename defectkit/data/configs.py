@@ -20,6 +20,9 @@ class _Base(BaseModel):
 
 class _OnDisk(_Base):
     root: str = Field(description="the dataset's folder")
+    follow_symlinks: bool = Field(
+        False, description="read files whose symlinks lead out of root (refused by default: nothing outside is read)"
+    )
 
 
 class MVTecConfig(_OnDisk):

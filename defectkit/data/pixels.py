@@ -59,7 +59,9 @@ def decode_image(path: str | Path) -> Decoded:
     except DataError:
         raise
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot be decoded ({exc}); re-export the image or remove it from the dataset") from None
+        raise DataError(
+            f"{path}: cannot be decoded ({exc}); re-export the image or remove it from the dataset"
+        ) from None
 
 
 def to_rgb(image: Image.Image, bits: int | None = None, where: str = "image") -> Image.Image:
@@ -120,7 +122,9 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
             array = page.asarray()
             low, high = page.tags.get("SMinSampleValue"), page.tags.get("SMaxSampleValue")
     except (tifffile.TiffFileError, ValueError) as exc:
-        raise DataError(f"{path}: cannot be decoded ({exc}); re-export the image or remove it from the dataset") from None
+        raise DataError(
+            f"{path}: cannot be decoded ({exc}); re-export the image or remove it from the dataset"
+        ) from None
     declared = None
     if low is not None and high is not None:
         declared = (float(_first(low.value)), float(_first(high.value)))
