@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from defectkit.components import Component
 from defectkit.errors import RecipeError, RegistryError
+from defectkit.feasibility import check_feasible
 from defectkit.plugins import Registry
 
 SCHEMA_VERSION = 1
@@ -438,7 +439,10 @@ def validate_recipe(
             body["with"] = {c.name: _config_dump(cfg) for c, cfg in zip(step.components, step.configs, strict=True)}
         else:
             body["with"] = _config_dump(step.configs[0])
-    return ValidatedRecipe(Path(source), recipe, steps, data_component, data_config, resolved, notes)
+    validated = ValidatedRecipe(Path(source), recipe, steps, data_component, data_config, resolved, notes)
+    # pass 4: what is well-formed but cannot work (non-finite numbers, seeds, devices this machine lacks)
+    check_feasible(validated)
+    return validated
 
 
 class ReportOptions(_Strict):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from defectkit.errors import DataError
+from defectkit.training import LossGuard
 from defectkit_decodiff.config import DecoDiffModelConfig, DecoDiffTrainConfig
 from defectkit_decodiff.diffusion import corrupt, cosine_alphas_cumprod, patch_masks
 from defectkit_decodiff.model import (
@@ -89,6 +90,7 @@ class DecoDiffTrainer:
 
         started = time.perf_counter()
         loss_value = float("nan")
+        guard = LossGuard(f"step {ctx.step_id} (decodiff)")
         unet.train()
         for step in ctx.progress(range(first, config.steps), total=config.steps - first, description="decodiff train"):
             generator = _step_generator(config.seed, accelerator.process_index, step)
@@ -104,6 +106,7 @@ class DecoDiffTrainer:
             optimizer.zero_grad(set_to_none=True)
             loss_value = total
             done = step + 1
+            guard.check(loss_value, done)
             if done % config.log_every == 0 or done == config.steps:
                 ctx.log_scalar("decodiff/loss", loss_value, done)
                 ctx.log_scalar("decodiff/lr", scheduler.get_last_lr()[0], done)

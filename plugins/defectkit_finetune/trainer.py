@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from defectkit import io as dkio
 from defectkit.errors import DefectkitError
+from defectkit.training import LossGuard
 from defectkit_finetune import adapters
 from defectkit_finetune.checkpoint import Checkpoints
 from defectkit_finetune.config import FinetuneConfig
@@ -208,6 +209,7 @@ class FinetuneTrainer:
         autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
         started = time.perf_counter()
         loss_value = float("nan")
+        guard = LossGuard(f"step {ctx.step_id} ({self.name})")
         model.train()
         for step in ctx.progress(range(first, config.steps), total=config.steps - first, description=self.name):
             total = torch.zeros((), device=device)
@@ -231,6 +233,7 @@ class FinetuneTrainer:
             else:
                 nonfinite += 1
                 ctx.logger.warning("%s: step %d: loss is %s, step skipped", self.name, step + 1, float(total))
+            guard.check(float(total) if finite else float("nan"), step + 1)
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1

@@ -30,6 +30,7 @@ from PIL import Image
 
 from defectkit import io as dkio
 from defectkit.errors import DataError, DefectkitError
+from defectkit.training import LossGuard
 from defectkit_text2image.config import Text2ImageTrainConfig
 from defectkit_text2image.model import INFO, TextToImage, build_model
 from defectkit_text2image.sampling import cpu_threads, generate, grid
@@ -218,6 +219,7 @@ class Text2ImageTrainer:
         micro_batches = math.ceil(len(images) / per_step)
         started = time.perf_counter()
         first_epoch = state.epoch
+        guard = LossGuard(f"step {ctx.step_id} ({self.name})")
         model_ddp.train()
         for epoch in ctx.progress(range(first_epoch, config.epochs), config.epochs - first_epoch, self.name):
             if state.stopped:
@@ -244,6 +246,7 @@ class Text2ImageTrainer:
                     ema.step(params)
                 state.step += 1
                 value = float(accelerator.gather(total.reshape(1)).mean())
+                guard.check(value, state.step)
                 losses.append(value)
                 if state.step % config.log_every == 0:
                     ctx.log_scalar(f"{self.name}/loss", value, state.step)
