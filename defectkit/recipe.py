@@ -171,6 +171,8 @@ class ValidatedRecipe:
     resolved: dict[str, Any] = field(default_factory=dict)
     #: things validation changed that the user should hear about (printed by the CLI)
     notes: list[str] = field(default_factory=list)
+    #: the ``--set`` options applied, in order (a resume must repeat them)
+    overrides: tuple[str, ...] = ()
 
 
 # -- reading and overrides ---------------------------------------------------------
@@ -439,7 +441,9 @@ def validate_recipe(
             body["with"] = {c.name: _config_dump(cfg) for c, cfg in zip(step.components, step.configs, strict=True)}
         else:
             body["with"] = _config_dump(step.configs[0])
-    validated = ValidatedRecipe(Path(source), recipe, steps, data_component, data_config, resolved, notes)
+    validated = ValidatedRecipe(
+        Path(source), recipe, steps, data_component, data_config, resolved, notes, tuple(overrides)
+    )
     # pass 4: what is well-formed but cannot work (non-finite numbers, seeds, devices this machine lacks)
     check_feasible(validated)
     return validated
