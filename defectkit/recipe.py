@@ -349,7 +349,8 @@ def validate_recipe(
         apply_override(data, assignment)
     new_data = data.get("data") if isinstance(data.get("data"), dict) else {}
     touched_with = any(a.partition("=")[0].strip().startswith("data.with") for a in overrides)
-    if old_with and new_data.get("format") != old_format and not touched_with:
+    # (``is``: a --set that replaced the whole data: block brought its own options, or none)
+    if old_with and new_data.get("format") != old_format and not touched_with and new_data.get("with") is old_with:
         # the options belonged to the recipe's own format; --set data.format=... brings another dataset
         del new_data["with"]
         notes.append(

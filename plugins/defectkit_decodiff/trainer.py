@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from defectkit.errors import DataError
+from defectkit.tensorfile import load_tensors
 from defectkit.training import LossGuard
 from defectkit_decodiff.config import DecoDiffModelConfig, DecoDiffTrainConfig
 from defectkit_decodiff.diffusion import corrupt, cosine_alphas_cumprod, patch_masks
@@ -158,7 +159,6 @@ class DecoDiffTrainer:
         return F.mse_loss(unet(x_t, t, y), deviation)
 
     def _resume(self, path, unet, optimizer, scheduler, classes: list[str]) -> int:
-        from safetensors.torch import load_file
 
         meta = read_meta(path)
         if meta["classes"] != classes:
@@ -166,7 +166,7 @@ class DecoDiffTrainer:
                 f"decodiff: the checkpoint in {path} was trained on categories {meta['classes']}, the data now has "
                 f"{classes}; resume with the same data: block or start a new run"
             )
-        unet.load_state_dict(load_file(path / "model.safetensors"))
+        unet.load_state_dict(load_tensors(path / "model.safetensors"))
         state = load_training_state(path)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

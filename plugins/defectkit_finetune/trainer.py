@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from defectkit import io as dkio
 from defectkit.errors import DefectkitError
+from defectkit.tensorfile import load_tensors
 from defectkit.training import LossGuard
 from defectkit_finetune import adapters
 from defectkit_finetune.checkpoint import Checkpoints
@@ -429,7 +430,6 @@ class FinetuneTrainer:
         accelerator.wait_for_everyone()
 
     def _load(self, folder, objective, optimizer, schedule, scaler, ema, accelerator) -> tuple[int, int]:
-        from safetensors.torch import load_file
 
         meta = dkio.read_json(folder / "meta.json", {})
         if meta.get("processes") != accelerator.num_processes:
@@ -439,11 +439,11 @@ class FinetuneTrainer:
             )
         if meta.get("trainer") != self.name:
             raise DefectkitError(f"{folder}: a {meta.get('trainer')} checkpoint, this step trains {self.name}")
-        missing, unexpected = objective.load_state_dict(load_file(folder / "trainable.safetensors"), strict=False)
+        missing, unexpected = objective.load_state_dict(load_tensors(folder / "trainable.safetensors"), strict=False)
         trainable = {n for n, p in objective.named_parameters() if p.requires_grad}
         if unexpected or trainable & set(missing):
             raise DefectkitError(f"{folder}: its weights do not match this trainer's adapters; start a new run")
-        state = torch.load(folder / "training.pt", map_location="cpu", weights_only=True)
+        state = load_tensors(folder / "training.pt")
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         if scaler is not None and state["scaler"] is not None:

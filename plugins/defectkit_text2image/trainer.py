@@ -30,6 +30,7 @@ from PIL import Image
 
 from defectkit import io as dkio
 from defectkit.errors import DataError, DefectkitError
+from defectkit.tensorfile import load_tensors
 from defectkit.training import LossGuard
 from defectkit_text2image.config import Text2ImageTrainConfig
 from defectkit_text2image.model import INFO, TextToImage, build_model
@@ -454,7 +455,6 @@ class Text2ImageTrainer:
         accelerator.wait_for_everyone()
 
     def _load(self, folder: Path, objective, optimizer, ema, accelerator) -> TrainState:
-        from safetensors.torch import load_file
 
         meta = dkio.read_json(folder / "state.json", {})
         if meta.get("trainer") != self.name:
@@ -465,12 +465,12 @@ class Text2ImageTrainer:
                 "resume with the same number of processes (the data order depends on it)"
             )
         try:
-            objective.load_state_dict(load_file(folder / "model.safetensors"))
+            objective.load_state_dict(load_tensors(folder / "model.safetensors"))
         except RuntimeError as exc:
             raise DefectkitError(
                 f"{folder}: its weights do not fit this model's options ({str(exc).splitlines()[0]})"
             ) from None
-        training = torch.load(folder / "training.pt", map_location="cpu", weights_only=True)
+        training = load_tensors(folder / "training.pt")
         optimizer.load_state_dict(training["optimizer"])
         if ema is not None and training["ema"] is not None:
             ema.load_state_dict(training["ema"])
