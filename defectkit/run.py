@@ -385,6 +385,7 @@ class Run:
         self._write_status(status)
         current = None
         try:
+            self.check_data()
             for step in self.validated.steps:
                 current = step
                 manifest = self._manifest(step)
@@ -435,6 +436,22 @@ class Run:
                 self._write_status(status)
             self._finish()
         return self.run_dir
+
+    def check_data(self) -> None:
+        """Open every dataset the recipe names and decode small ones in full, before the first step runs."""
+        if not self.is_main_process:
+            return
+        from defectkit.data.precheck import check_before_run
+
+        datasets = {}
+        if self.validated.data_component is not None:
+            datasets["data"] = self.dataset
+        for step in self.validated.steps:
+            opened = self.step_dataset(step) if step.data_component is not None else None
+            if opened is not None and all(opened is not d for d in datasets.values()):
+                datasets[f"steps[{step.index}].{step.kind}.data"] = opened
+        for line in check_before_run(datasets):
+            log.info("data check: %s", line)
 
     def resume_command(self) -> str:
         """The whole command that continues this run, ``--set`` options included."""
