@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from defectkit.components import code_module
 from defectkit.errors import RecipeError
 
 if TYPE_CHECKING:
@@ -43,6 +44,35 @@ def check_feasible(validated: ValidatedRecipe) -> None:
                 "the range every seeded library accepts"
             )
     check_device(validated.recipe.device, f"{source}: device")
+    validated.notes.extend(code_notes(validated))
+
+
+def code_notes(validated: ValidatedRecipe) -> list[str]:
+    """One note per option that makes a plugin import and run code named by the recipe (see ``code_option``)."""
+    from defectkit.recipe import format_loc
+
+    notes = []
+    for step in validated.steps:
+        where: list[str | int] = ["steps", step.index, step.kind, "with"]
+        names = [c.name for c in step.components] if step.kind == "evaluate" else [None] * len(step.configs)
+        for name, config in zip(names, step.configs, strict=True):
+            for loc, module, value in _code_options(config, [*where, *([name] if name else [])]):
+                notes.append(
+                    f"{format_loc(loc)}: this recipe runs code from module {module!r} ({value}); "
+                    "run only recipes you trust as you trust code"
+                )
+    return notes
+
+
+def _code_options(config: Any, loc: list[str | int]) -> Iterator[tuple[list[str | int], str, str]]:
+    if not isinstance(config, BaseModel):
+        return
+    for name, info in type(config).model_fields.items():
+        value = getattr(config, name)
+        module = code_module(value, info.json_schema_extra)
+        if module is not None:
+            yield [*loc, info.alias or name], module, value
+        yield from _code_options(value, [*loc, info.alias or name])
 
 
 def check_device(device: str, where: str) -> None:
