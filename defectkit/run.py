@@ -438,9 +438,10 @@ class Run:
         return self.run_dir
 
     def check_data(self) -> None:
-        """Open every dataset the recipe names and decode small ones in full, before the first step runs."""
-        if not self.is_main_process:
-            return
+        """Open every dataset the recipe names and decode small ones in full, before the first step runs.
+
+        Every process checks: one that stopped alone would leave the others waiting in a collective.
+        """
         from defectkit.data.precheck import check_before_run
 
         datasets = {}
