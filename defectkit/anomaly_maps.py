@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from defectkit.data.sample import Sample
 from defectkit.errors import DataError
 from defectkit.io import atomic_path, write_text
+from defectkit.pathsafe import check_name, safe_join
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,8 +28,18 @@ def sample_stem(sample: Sample) -> str:
 
 
 def map_names(samples: Sequence[Sample], who: str) -> list[str]:
-    """``[object_class/]defect_type/stem`` for each sample; two samples with one name are a DataError."""
+    """``[object_class/]defect_type/stem`` for each sample; two samples with one name are a DataError.
+
+    Each part must be a plain file or folder name (a DataError naming the sample otherwise), so that no
+    map is written outside the maps folder.
+    """
     several = len({s.object_class for s in samples}) > 1
+    for s in samples:
+        where = f"{who}: test image {s.image_path or s.id}"
+        check_name(s.defect_type, where, "defect type")
+        check_name(sample_stem(s), where, "file stem")
+        if several:
+            check_name(s.object_class, where, "category")
     names = [(f"{s.object_class}/" if several else "") + f"{s.defect_type}/{sample_stem(s)}" for s in samples]
     if len(set(names)) < len(names):
         twice = next(n for n in names if names.count(n) > 1)
@@ -43,7 +54,7 @@ def save_map(maps_dir: Path, name: str, anomaly_map: np.ndarray) -> Path:
     """Write one map as ``maps_dir/name.npy`` (float32, atomically)."""
     import numpy as np
 
-    path = Path(maps_dir) / f"{name}.npy"
+    path = safe_join(maps_dir, f"{name}.npy")
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, np.asarray(anomaly_map, dtype=np.float32), allow_pickle=False)
     return path

@@ -71,12 +71,13 @@ def plugins(as_json: bool) -> None:
 
     console = Console()
     table = Table(title="defectkit plugins", title_justify="left")
-    for column in ("plugin", "distribution", "version", "status", "components"):
-        table.add_column(column, overflow="fold")
+    for column in ("plugin", "distribution", "version", "status", "import", "components"):
+        table.add_column(column, overflow="fold", justify="right" if column == "import" else "left")
     for info in infos:
         components = "\n".join(f"{kind}: {', '.join(sorted(names))}" for kind, names in info.components.items())
         status = "[green]ok[/]" if info.status == "ok" else "[red]error[/]"
-        table.add_row(info.name, info.distribution, info.version, status, components or "-")
+        seconds = "-" if info.import_seconds is None else f"{info.import_seconds * 1000:.0f} ms"
+        table.add_row(info.name, info.distribution, info.version, status, seconds, components or "-")
     console.print(table)
     for info in registry.failed():
         console.print(f"[red]{info.name}[/] ({info.distribution} {info.version}): ", end="")
@@ -201,7 +202,15 @@ def _load(recipe: str, overrides: tuple[str, ...]):
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line and exit status 2 for any user mistake, never a traceback."""
     try:
-        get_registry().register_commands(cli)
+        registry = get_registry()
+        for info in registry.slow():
+            click.echo(
+                f"defectkit: note: plugin {info.name} ({info.distribution}) took {info.import_seconds:.1f} s to "
+                "import, which slows every command; its hooks module should import nothing heavy "
+                "(or leave it out with DEFECTKIT_LOAD_PLUGINS)",
+                err=True,
+            )
+        registry.register_commands(cli)
         result = cli.main(args=argv, prog_name="defectkit", standalone_mode=False)
     except DefectkitError as exc:
         click.echo(f"defectkit: error: {exc}", err=True)

@@ -142,6 +142,31 @@ class Component:
         }
 
 
+#: the ``json_schema_extra`` key that marks an option whose value may be an import string the plugin runs
+CODE_OPTION_KEY = "defectkit_runs_code"
+
+
+def code_option(*reserved_prefixes: str) -> dict[str, Any]:
+    """``json_schema_extra`` for an option that may name code to import (``package.module:factory``).
+
+    ``defectkit validate`` and ``run`` then say that the recipe runs code from
+    that module. ``reserved_prefixes`` are value forms with a colon that are
+    not import strings (``"timm:"`` for ``timm:NAME``)::
+
+        extractor: str = Field("alex", json_schema_extra=code_option("timm:", "torchvision:"))
+    """
+    return {CODE_OPTION_KEY: list(reserved_prefixes)}
+
+
+def code_module(value: Any, extra: Any) -> str | None:
+    """The module an option's value imports, when the option is a :func:`code_option` and the value names code."""
+    if not isinstance(extra, dict) or CODE_OPTION_KEY not in extra or not isinstance(value, str):
+        return None
+    if ":" not in value or value.startswith(tuple(extra[CODE_OPTION_KEY])):
+        return None
+    return value.partition(":")[0]
+
+
 def resolve(import_string: str) -> Any:
     """Import ``"package.module:attr.sub"`` and return the attribute."""
     module_name, _, attr_path = import_string.partition(":")

@@ -32,3 +32,19 @@ class DataError(DefectkitError):
 
 class RunError(DefectkitError):
     """A run directory that cannot be used as asked (exists, missing, changed)."""
+
+
+class DiskFullError(RunError):
+    """The disk filled up while writing: the run stays resumable once there is room."""
+
+    exit_code = 1
+
+    def __init__(self, path: object) -> None:
+        self.path = path
+        super().__init__(f"no space left on device while writing {path}: free space, then run again with --resume")
+
+
+class PluginError(DefectkitError):
+    """An exception inside a plugin's code during a step: one line naming the plugin; the traceback is in run.log."""
+
+    exit_code = 1

@@ -35,6 +35,7 @@ from PIL import Image
 from defectkit.data.sample import NORMAL, Sample
 from defectkit.errors import DataError
 from defectkit.io import atomic_path, write_text
+from defectkit.pathsafe import check_name, is_inside, safe_join
 
 METADATA = "metadata.jsonl"
 CONTACT_SHEET = "contact_sheet.png"
@@ -70,13 +71,12 @@ class GeneratedWriter:
         mask: np.ndarray | Image.Image | None = None,
     ) -> Path:
         """Save one image (and mask), record its metadata, return the image path."""
-        if not defect_type or "/" in defect_type or defect_type.startswith("."):
-            raise ValueError(f"defect_type must be a plain folder name, got {defect_type!r}")
+        check_name(defect_type, f"{self.root}: generated image", "defect type")
         index = self._counts.get(defect_type, 0)
         self._counts[defect_type] = index + 1
         name = f"{defect_type}_{index:05d}.png"
         image_rel = Path("images") / defect_type / name
-        with atomic_path(self.root / image_rel) as tmp:
+        with atomic_path(safe_join(self.root, image_rel)) as tmp:
             image.convert("RGB").save(tmp, format="PNG")
         record: dict[str, Any] = {"file": image_rel.as_posix(), "defect_type": defect_type}
         if self.object_class:
@@ -86,7 +86,7 @@ class GeneratedWriter:
             array = np.asarray(mask)
             if array.ndim == 3:
                 array = array[..., 0]
-            with atomic_path(self.root / mask_rel) as tmp:
+            with atomic_path(safe_join(self.root, mask_rel)) as tmp:
                 Image.fromarray((array > 0).astype(np.uint8) * 255).save(tmp, format="PNG")
             record["mask"] = mask_rel.as_posix()
         record.update(dict(meta or {}))
@@ -136,10 +136,14 @@ def read_generated(root: str | Path, split: str = "train") -> list[Sample]:
     samples = []
     for record in read_metadata(root):
         image_path = root / record["file"]
+        mask = record.get("mask")
+        for listed in (record["file"], mask):
+            if listed and not is_inside(root / listed, root):
+                raise DataError(f"{root / METADATA}: lists {listed}, which lies outside {root}; list files inside it")
+        check_name(record["defect_type"], f"{root / METADATA}: the entry of {record['file']}", "defect type")
         if not image_path.is_file():
             raise DataError(f"{root / METADATA}: lists {record['file']}, which does not exist")
         defect_type = record["defect_type"]
-        mask = record.get("mask")
         samples.append(
             Sample(
                 id=f"generated/{record['file']}",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import os
 import sys
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from importlib import metadata
@@ -31,6 +32,8 @@ from defectkit.components import KINDS, Component
 from defectkit.errors import PluginLoadError, RegistryError
 
 ENTRY_POINT_GROUP = "defectkit"
+#: a hooks module that takes longer than this to import is named on every command (it slows down --help)
+SLOW_IMPORT_SECONDS = 1.0
 
 
 @dataclass
@@ -46,6 +49,8 @@ class PluginInfo:
     status: str = "ok"  # ok | error
     errors: list[str] = field(default_factory=list)
     hint: str = ""
+    #: seconds to import the entry point and call its component hooks (None: not loaded from an entry point)
+    import_seconds: float | None = None
 
     def fail(self, error: str, hint: str = "") -> None:
         self.status = "error"
@@ -63,6 +68,7 @@ class PluginInfo:
             "status": self.status,
             "error": "; ".join(self.errors) or None,
             "hint": self.hint or None,
+            "import_seconds": None if self.import_seconds is None else round(self.import_seconds, 3),
         }
 
 
@@ -113,13 +119,16 @@ class Registry:
                 version=dist.version if dist is not None else "",
                 entry_point=f"{ep.name} = {ep.value}",
             )
+            started = time.perf_counter()
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken plugin must not break the CLI
+                info.import_seconds = time.perf_counter() - started
                 info.fail(_describe(exc), _hint_for(exc, dist_name or ep.name))
                 self._record(info, exc)
                 continue
             self.add_plugin(obj, info)
+            info.import_seconds = time.perf_counter() - started
 
     def add_plugin(self, obj: object, info: PluginInfo | str) -> PluginInfo:
         """Register a plugin object (a module or any object with hook implementations).
@@ -276,6 +285,10 @@ class Registry:
 
     def failed(self) -> list[PluginInfo]:
         return [p for p in self.plugins.values() if p.status != "ok"]
+
+    def slow(self, seconds: float = SLOW_IMPORT_SECONDS) -> list[PluginInfo]:
+        """Plugins whose import took longer than ``seconds``: their hooks module imports something heavy."""
+        return [p for p in self.plugins.values() if (p.import_seconds or 0.0) > seconds]
 
 
 def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:

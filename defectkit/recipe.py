@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from defectkit.components import Component
 from defectkit.errors import RecipeError, RegistryError
+from defectkit.feasibility import check_feasible
 from defectkit.plugins import Registry
 
 SCHEMA_VERSION = 1
@@ -174,6 +175,8 @@ class ValidatedRecipe:
     resolved: dict[str, Any] = field(default_factory=dict)
     #: things validation changed that the user should hear about (printed by the CLI)
     notes: list[str] = field(default_factory=list)
+    #: the ``--set`` options applied, in order (a resume must repeat them)
+    overrides: tuple[str, ...] = ()
 
 
 # -- reading and overrides ---------------------------------------------------------
@@ -350,7 +353,8 @@ def validate_recipe(
         apply_override(data, assignment)
     new_data = data.get("data") if isinstance(data.get("data"), dict) else {}
     touched_with = any(a.partition("=")[0].strip().startswith("data.with") for a in overrides)
-    if old_with and new_data.get("format") != old_format and not touched_with:
+    # (``is``: a --set that replaced the whole data: block brought its own options, or none)
+    if old_with and new_data.get("format") != old_format and not touched_with and new_data.get("with") is old_with:
         # the options belonged to the recipe's own format; --set data.format=... brings another dataset
         del new_data["with"]
         notes.append(
@@ -450,7 +454,12 @@ def validate_recipe(
             body["with"] = {c.name: _config_dump(cfg) for c, cfg in zip(step.components, step.configs, strict=True)}
         else:
             body["with"] = _config_dump(step.configs[0])
-    return ValidatedRecipe(Path(source), recipe, steps, data_component, data_config, resolved, notes)
+    validated = ValidatedRecipe(
+        Path(source), recipe, steps, data_component, data_config, resolved, notes, tuple(overrides)
+    )
+    # pass 4: what is well-formed but cannot work (non-finite numbers, seeds, devices this machine lacks)
+    check_feasible(validated)
+    return validated
 
 
 class ReportOptions(_Strict):

@@ -24,11 +24,13 @@ step pick up its own checkpoints (:attr:`StepContext.resume`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
 import os
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -39,12 +41,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from defectkit import __version__
 from defectkit import io as dkio
 from defectkit.data.sample import DefectDataset, Sample
-from defectkit.errors import DefectkitError, RunError
+from defectkit.errors import DefectkitError, DiskFullError, PluginError, RunError
 from defectkit.extend import Extension, plan_extension
 from defectkit.libraries import LibraryOutput, seed_everything
+from defectkit.locking import LOCK_FILE, run_folder_lock
 from defectkit.progress import StepProgress
 from defectkit.recipe import ResolvedStep, ValidatedRecipe
 from defectkit.resources import PeakMemory
+from defectkit.signals import Terminated, sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -64,9 +68,22 @@ log = logging.getLogger("defectkit")
 
 
 class RunInterrupted(DefectkitError):
-    """Ctrl-C: the run directory is left resumable."""
+    """Ctrl-C or SIGTERM: the run directory is left resumable."""
 
     exit_code = 130
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def plugin_error(step: ResolvedStep, exc: Exception, log_file: Path) -> PluginError:
+    """One line for an exception raised inside a step's component: plugin, component, error, where the traceback is."""
+    names = " + ".join(f"{c.kind} {c.name!r} of plugin {c.plugin}" for c in step.components)
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return PluginError(
+        f"step {step.dirname}: {names} failed: {type(exc).__name__}: {first_line} (traceback in {log_file})"
+    )
 
 
 def _now() -> str:
@@ -243,6 +260,8 @@ class Run:
         self._extension: Extension | None = None
         self._scalars_file: Any = None
         self._done: dict[str, dict[str, Any]] = {}
+        #: the disk filled up: nothing more is written (report, logs) after the failure
+        self._disk_full = False
 
     # -- lazily created shared things -------------------------------------------------
 
@@ -384,7 +403,7 @@ class Run:
                     "recipe and --set options (a train step's steps or epochs may grow, and steps may be "
                     "appended), or start a new run with another --out"
                 ) from None
-        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
+        elif self.run_dir.exists() and any(p.name != LOCK_FILE for p in self.run_dir.iterdir()):
             raise RunError(
                 f"{self.run_dir}: already exists and is not empty; pass --resume to continue it, or another --out"
             )
@@ -398,6 +417,10 @@ class Run:
             self._extend()
         if not self.resume:
             dkio.write_yaml(self.run_dir / "recipe.resolved.yaml", self.validated.resolved)
+        else:
+            # this process holds the run lock: every temporary file here is from a write that was killed
+            for path in dkio.remove_leftovers(self.run_dir):
+                log.info("removed %s, left by a write that was interrupted", os.path.relpath(path, self.run_dir))
         dkio.write_json(self.run_dir / "environment.json", environment(self))
 
     def _extend(self) -> None:
@@ -445,6 +468,7 @@ class Run:
         self._write_status(status)
         current = None
         try:
+            self.check_data()
             for step in self.validated.steps:
                 current = step
                 manifest = self._manifest(step)
@@ -457,27 +481,68 @@ class Run:
                 status["steps"][step.id] = "done"
                 self._write_status(status)
             status["status"] = "finished"
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             status["status"] = "interrupted"
             where = current.dirname if current else "start-up"
+            how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
             raise RunInterrupted(
-                f"interrupted during {where}; continue with: defectkit run {self.validated.path} "
-                f"--out {self.run_dir} --resume"
+                f"{how} during {where}; continue with: {self.resume_command()}",
+                exit_code=143 if isinstance(exc, Terminated) else 130,
             ) from None
+        except DiskFullError:
+            status["status"] = "failed"  # nothing more is written: run.log would fail too
+            self._disk_full = True
+            raise
         except DefectkitError as exc:
             # a user mistake: one line in run.log; the CLI prints it once, with no traceback
             status["status"] = "failed"
             self._file_log.error("step %s failed: %s", current.dirname if current else "?", exc)
             raise
-        except BaseException:
+        except BaseException as exc:
             status["status"] = "failed"
+            if dkio.is_disk_full(exc, self.run_dir):
+                self._disk_full = True
+                raise DiskFullError(getattr(exc, "filename", None) or self.run_dir) from None
+            if current is not None and current.components and isinstance(exc, Exception):
+                # a plugin's bug: the traceback goes to run.log, the user reads one line naming the plugin
+                self._file_log.error("step %s failed", current.dirname, exc_info=exc)
+                raise plugin_error(current, exc, self.run_dir / "run.log") from None
             log.exception("step %s failed", current.dirname if current else "?")
             raise
         finally:
             status["finished"] = _now()
-            self._write_status(status)
+            if self._disk_full:
+                # run.json keeps its last complete state; the run resumes from the last finished step
+                with contextlib.suppress(OSError, DiskFullError):
+                    self._write_status(status)
+            else:
+                self._write_status(status)
             self._finish()
         return self.run_dir
+
+    def check_data(self) -> None:
+        """Open every dataset the recipe names and decode small ones in full, before the first step runs.
+
+        Every process checks: one that stopped alone would leave the others waiting in a collective.
+        """
+        from defectkit.data.precheck import check_before_run
+
+        datasets = {}
+        if self.validated.data_component is not None:
+            datasets["data"] = self.dataset
+        for step in self.validated.steps:
+            opened = self.step_dataset(step) if step.data_component is not None else None
+            if opened is not None and all(opened is not d for d in datasets.values()):
+                datasets[f"steps[{step.index}].{step.kind}.data"] = opened
+        for line in check_before_run(datasets):
+            log.info("data check: %s", line)
+
+    def resume_command(self) -> str:
+        """The whole command that continues this run, ``--set`` options included."""
+        words = ["defectkit", "run", str(self.validated.path), "--out", str(self.run_dir), "--resume"]
+        for assignment in self.validated.overrides:
+            words += ["--set", assignment]
+        return " ".join(shlex.quote(w) for w in words)
 
     def _run_step(self, step: ResolvedStep, resume: bool) -> None:
         seed_everything(self.recipe.seed)
@@ -540,7 +605,7 @@ class Run:
             dkio.write_json(self.run_dir / "run.json", status)
 
     def _finish(self) -> None:
-        if self.is_main_process and self.run_dir.exists() and "torch" in sys.modules:
+        if self.is_main_process and self.run_dir.exists() and not self._disk_full and "torch" in sys.modules:
             described = dkio.read_json(self.run_dir / "environment.json", {})
             if described.get("torch_loaded") is False:  # a step loaded torch after the start: describe it now
                 dkio.write_json(self.run_dir / "environment.json", {**environment(self), "started": described.get("started")})
@@ -551,7 +616,7 @@ class Run:
             self.tensorboard.close()
         if "_scalar_events" in self.__dict__:
             self._scalar_events.close()
-        if self.is_main_process and self.run_dir.exists():
+        if self.is_main_process and self.run_dir.exists() and not self._disk_full:
             from defectkit.recipe import ReportOptions
             from defectkit.report import render_report
 
@@ -704,4 +769,11 @@ def run_recipe(
 
             PartialState(cpu=use_cpu(validated.recipe.device))
             out = Path(broadcast_object_list([str(out)])[0])
-    return Run(validated, Path(out), resume=resume, console=console, command=command, verbose=verbose).execute()
+    run = Run(validated, Path(out), resume=resume, console=console, command=command, verbose=verbose)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return run.execute()  # the launch's main process holds the lock for all of them
+    with sigterm_as_interrupt(), run_folder_lock(run.run_dir, command) as lock:
+        if lock.taken_over and console is not None:
+            pid = lock.taken_over.get("pid", "?")
+            console.print(f"defectkit: note: took over the lock left by pid {pid}, which is no longer running")
+        return run.execute()

@@ -42,5 +42,5 @@ def test_missing_image_is_named(tmp_path):
 
 
 def test_bad_defect_type(tmp_path):
-    with pytest.raises(ValueError, match="plain folder name"):
+    with pytest.raises(DataError, match="cannot be used as a file or folder name"):
         GeneratedWriter(tmp_path).add(Image.new("RGB", (8, 8)), "../x")

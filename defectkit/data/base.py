@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 from defectkit.data.sample import Sample
 from defectkit.errors import DataError
+from defectkit.pathsafe import is_inside, name_problem
 
 log = logging.getLogger("defectkit.data")
 
@@ -37,15 +39,54 @@ class Problems:
     warning with counts per kind of problem: nothing is dropped silently.
     """
 
-    def __init__(self, on_error: str = "raise", dataset: str = "") -> None:
+    def __init__(
+        self, on_error: str = "raise", dataset: str = "", root: Path | None = None, follow_symlinks: bool = False
+    ) -> None:
         self.on_error = on_error
         self.dataset = dataset
+        #: the dataset's folder: no file outside it is read (through symlinks only with follow_symlinks)
+        self.root = root
+        self.follow_symlinks = follow_symlinks
         self.found: list[tuple[str, str]] = []  # (kind, message)
 
     def add(self, kind: str, message: str) -> None:
         if self.on_error == "raise":
             raise DataError(message + ("" if "on_error" in message else " (or set data.with.on_error=warn to skip such samples)"))
         self.found.append((kind, message))
+
+    def outside_root(self, path: Path) -> bool:
+        """True, with a recorded problem, when ``path`` leads out of the dataset's root.
+
+        A path that leaves it by name (``..``, absolute) is always refused; one that leaves it through a
+        symlink only unless ``follow_symlinks``.
+        """
+        if self.root is None:
+            return False
+        root = Path(os.path.abspath(self.root))
+        lexical = Path(os.path.abspath(path))
+        if lexical != root and root not in lexical.parents:
+            self.add("paths outside the dataset", f"{path}: lies outside the dataset root {root}")
+            return True
+        if not self.follow_symlinks and not is_inside(path, root):
+            self.add(
+                "symlinks leaving the dataset",
+                f"{path}: a symlink leads out of the dataset root {root} (to {Path(path).resolve()}); "
+                "copy the file into the dataset, or set data.with.follow_symlinks: true",
+            )
+            return True
+        return False
+
+    def unsafe_name(self, name: str, where: str, what: str) -> bool:
+        """True, with a recorded problem, when ``name`` (read from the data) cannot be a file or folder name."""
+        problem = name_problem(name)
+        if problem is None:
+            return False
+        self.add(
+            "names that cannot be paths",
+            f"{where}: {what} {name!r} cannot be used as a file or folder name ({problem}); "
+            "use letters, digits, '-', '_' and '.'",
+        )
+        return True
 
     def finish(self, kept: int) -> None:
         if not self.found:

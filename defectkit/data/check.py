@@ -13,6 +13,7 @@ from defectkit.errors import DataError
 class CheckReport:
     counts: Counter = field(default_factory=Counter)  # (split, category, class) -> images
     sizes: Counter = field(default_factory=Counter)  # (width, height) -> images
+    pixel_formats: Counter = field(default_factory=Counter)  # "I;16 16-bit" -> images, as stored in the files
     coverage: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     problems: list[tuple[str, str]] = field(default_factory=list)
 
@@ -25,6 +26,7 @@ def check_dataset(format_name: str, root: str | None, category: str | None, opti
     """Open the dataset leniently, then decode every image and mask, collecting every problem."""
     from pydantic import ValidationError
 
+    from defectkit.data.pixels import decode_image
     from defectkit.plugins import get_registry
     from defectkit.recipe import validation_message
 
@@ -43,7 +45,11 @@ def check_dataset(format_name: str, root: str | None, category: str | None, opti
     for split in ("train", "val", "test"):
         for sample in dataset.samples(split):
             try:
-                image = sample.load_image()
+                if sample.loader is None and sample.image_path is not None:
+                    decoded = decode_image(sample.image_path)
+                    image, pixel_format = decoded.image, decoded.pixel_format
+                else:
+                    image, pixel_format = sample.load_image(), "generated in memory"
                 mask = sample.load_mask()
             except DataError as exc:
                 report.problems.append(("unreadable images or masks", str(exc)))
@@ -51,6 +57,7 @@ def check_dataset(format_name: str, root: str | None, category: str | None, opti
             key = (split, sample.object_class or "-", sample.defect_type)
             report.counts[key] += 1
             report.sizes[image.size] += 1
+            report.pixel_formats[pixel_format] += 1
             if sample.label == 1:
                 if mask is None:
                     report.coverage[(sample.object_class or "-", sample.defect_type)].append(float("nan"))
@@ -83,6 +90,8 @@ def print_report(report: CheckReport, title: str) -> None:
     console.print(counts)
     sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in report.sizes.most_common(5))
     console.print(f"image sizes: {sizes or '-'}" + (" ..." if len(report.sizes) > 5 else ""), markup=False)
+    formats = ", ".join(f"{name} ({n})" for name, n in report.pixel_formats.most_common())
+    console.print(f"pixel formats (mode, bits per sample): {formats or '-'}", markup=False)
     if report.coverage:
         coverage = Table(title="mask coverage of defective images (share of pixels)", title_justify="left")
         for column in ("category", "class", "masks", "mean", "min", "max"):

@@ -21,6 +21,9 @@ class _Base(BaseModel):
 
 class _OnDisk(_Base):
     root: str = Field(description="the dataset's folder")
+    follow_symlinks: bool = Field(
+        False, description="read files whose symlinks lead out of root (refused by default: nothing outside is read)"
+    )
 
     #: the folder inside each category that marks it as one (``None``: the format has no categories)
     _category_marker: ClassVar[str | None] = None

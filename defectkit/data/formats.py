@@ -32,6 +32,8 @@ NEU_CLASSES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_s
 
 def _mask_ok(image: Path, mask: Path | None, problems: Problems) -> bool:
     """True when ``mask`` exists, is binary and has ``image``'s size; else a recorded problem."""
+    if mask is not None and problems.outside_root(mask):
+        return False
     if mask is None or not mask.exists():
         problems.add("missing masks", f"{image}: defective image has no mask (expected {mask})")
         return False
@@ -49,6 +51,8 @@ def _mask_ok(image: Path, mask: Path | None, problems: Problems) -> bool:
 
 
 def _image_ok(image: Path, problems: Problems) -> bool:
+    if problems.outside_root(image):
+        return False
     try:
         image_size(image)
     except DataError as exc:
@@ -76,6 +80,8 @@ def _read_mvtec_category(root: Path, category: str, mask_suffix: str, problems: 
             )
     for type_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
         defect = type_dir.name
+        if problems.unsafe_name(defect, str(type_dir), "defect type folder"):
+            continue
         images = list_images(type_dir)
         if not images:
             problems.add("empty classes", f"{type_dir}: defect class {defect!r} has no images")
@@ -106,7 +112,7 @@ def _merge(parts: list[dict]) -> dict[str, list[Sample]]:
 def open_mvtec(config: MVTecConfig) -> ListDataset:
     """MVTec AD: ``CAT/train/good``, ``CAT/test/<type>``, ``CAT/ground_truth/<type>/<stem>_mask.png``."""
     root = require_dir(Path(config.root), "data.root")
-    problems = Problems(config.on_error, str(root))
+    problems = Problems(config.on_error, str(root), root, config.follow_symlinks)
     categories = pick_categories(root, config.category, "test")
     splits = _merge([_read_mvtec_category(root, c, config.mask_suffix, problems) for c in categories])
     problems.finish(sum(len(v) for v in splits.values()))
@@ -119,7 +125,7 @@ def open_mvtec(config: MVTecConfig) -> ListDataset:
 def open_visa(config: VisAConfig) -> ListDataset:
     """VisA: the raw release with its split CSV, or the converted MVTec-like layout."""
     root = require_dir(Path(config.root), "data.root")
-    problems = Problems(config.on_error, str(root))
+    problems = Problems(config.on_error, str(root), root, config.follow_symlinks)
     csv_path = root / config.split_csv
     layout = config.layout if config.layout != "auto" else ("raw" if csv_path.exists() else "mvtec")
     if layout == "mvtec":
@@ -147,7 +153,7 @@ def _read_visa_csv(root: Path, csv_path: Path, wanted: str | list[str] | None, p
             raise DataError(f"{csv_path}: no object {name!r}; the file lists {', '.join(objects)}")
     splits: dict[str, list[Sample]] = {"train": [], "test": []}
     for line, row in enumerate(rows, start=2):
-        if row["object"] not in names:
+        if row["object"] not in names or problems.unsafe_name(row["object"], f"{csv_path}:{line}", "object"):
             continue
         split = "train" if row["split"] == "train" else "test"
         image = root / row["image"]
@@ -247,7 +253,7 @@ def open_neu_det(config: NEUDetConfig) -> ListDataset:
     mask (their union) for weak supervision: ``load_mask()`` returns it.
     """
     root = require_dir(Path(config.root), "data.root")
-    problems = Problems(config.on_error, str(root))
+    problems = Problems(config.on_error, str(root), root, config.follow_symlinks)
     splits: dict[str, list[Sample]] = {"train": [], "test": []}
     split_dirs = {"train": root / "train", "test": root / "validation"}
     if all((d / "annotations").is_dir() for d in split_dirs.values()):
@@ -305,7 +311,7 @@ def _neu_pairs(images: dict[str, Path], annotation_dir: Path, split: str, proble
 def open_folder(config: FolderConfig) -> ListDataset:
     """``images/``, ``masks/<stem>.png`` and ``train_labels.txt``/``val_labels.txt`` with ``name,label`` lines."""
     root = require_dir(Path(config.root), "data.root")
-    problems = Problems(config.on_error, str(root))
+    problems = Problems(config.on_error, str(root), root, config.follow_symlinks)
     image_dir = require_dir(root / config.images, "image folder")
     mask_dir = root / config.masks
     splits: dict[str, list[Sample]] = {}
@@ -326,6 +332,9 @@ def open_folder(config: FolderConfig) -> ListDataset:
                 problems.add("bad label lines", f"{labels_path}:{line_no}: expected 'name,label', got {line!r}")
                 continue
             file_name, label_text = parts[0], parts[1]
+            where = f"{labels_path}:{line_no}"
+            if problems.unsafe_name(file_name, where, "file name"):
+                continue
             image = image_dir / file_name
             if not image.exists():
                 problems.add("labels naming missing files", f"{labels_path}:{line_no}: names {file_name}, which is not in {image_dir}")
@@ -334,6 +343,8 @@ def open_folder(config: FolderConfig) -> ListDataset:
                 continue
             normal = label_text in ("0", NORMAL, "normal")
             defect = NORMAL if normal else ("defect" if label_text == "1" else label_text)
+            if problems.unsafe_name(defect, where, "label"):
+                continue
             sample_id = f"{split}/{file_name}"
             if normal:
                 splits[split].append(Sample(id=sample_id, split=split, label=0, image_path=image))
@@ -358,7 +369,7 @@ def open_captions(config: CaptionsConfig) -> ListDataset:
     import json
 
     root = require_dir(Path(config.root), "data.root")
-    problems = Problems(config.on_error, str(root))
+    problems = Problems(config.on_error, str(root), root, config.follow_symlinks)
     image_dir = require_dir(root / config.images, "image folder")
     captions_path = root / config.captions
     if not captions_path.exists():
@@ -374,6 +385,10 @@ def open_captions(config: CaptionsConfig) -> ListDataset:
         text, defect = (entry, NORMAL) if isinstance(entry, str) else (entry.get("caption"), entry.get("defect_type", NORMAL))
         if not isinstance(text, str) or not text.strip():
             problems.add("empty captions", f"{captions_path}: {file_name!r} has no caption text")
+            continue
+        if problems.unsafe_name(file_name, str(captions_path), "file name") or (
+            problems.unsafe_name(str(defect), f"{captions_path}: the entry of {file_name!r}", "defect type")
+        ):
             continue
         image = image_dir / file_name
         if not image.exists():
@@ -396,7 +411,7 @@ def open_defectfill(config: DefectFillConfig) -> ListDataset:
     """``CAT/train/defective/<type>/``, ``CAT/train/defective_masks/<type>/<stem>_mask.png``; good images in
     ``CAT/train/good/`` or directly in ``CAT/``."""
     root = require_dir(Path(config.root), "data.root")
-    problems = Problems(config.on_error, str(root))
+    problems = Problems(config.on_error, str(root), root, config.follow_symlinks)
     samples: list[Sample] = []
     for category in pick_categories(root, config.category, "train/defective"):
         base = root / category
@@ -407,6 +422,8 @@ def open_defectfill(config: DefectFillConfig) -> ListDataset:
                         samples.append(Sample(id=f"{category}/good/{path.name}", split="train", label=0,
                                               object_class=category, image_path=path))
         for type_dir in sorted(p for p in (base / "train" / "defective").iterdir() if p.is_dir()):
+            if problems.unsafe_name(type_dir.name, str(type_dir), "defect type folder"):
+                continue
             images = list_images(type_dir)
             if not images:
                 problems.add("empty classes", f"{type_dir}: defect class {type_dir.name!r} has no images")

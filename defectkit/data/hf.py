@@ -7,8 +7,10 @@ from typing import Any
 
 from defectkit.data.base import ListDataset
 from defectkit.data.configs import HFConfig
+from defectkit.data.pixels import to_rgb
 from defectkit.data.sample import NORMAL, Sample
 from defectkit.errors import DataError
+from defectkit.pathsafe import check_name
 
 
 def _load(config: HFConfig) -> Any:
@@ -84,9 +86,10 @@ def open_hf(config: HFConfig) -> ListDataset:
                 value = labels[i]
                 name_of = label_names[value] if label_names is not None else str(value)
                 defect = NORMAL if name_of in ("0", NORMAL, "normal") else ("defect" if name_of == "1" else name_of)
+                check_name(defect, f"{config.root}: split {name!r}, row {i}, column {config.label_column!r}", "label")
 
             def load(i=i, table=table):
-                return _to_image(table[i][config.image_column]).convert("RGB"), None
+                return to_rgb(_to_image(table[i][config.image_column]), where=f"{config.root} row {i}"), None
 
             caption, alternatives = _captions(captions[i], config.caption_column, i)
             samples.append(Sample(id=f"{split}/{i:06d}", split=split, label=int(defect != NORMAL), defect_type=defect,

@@ -65,7 +65,9 @@ class Sample:
     def load_image(self) -> Image.Image:
         """The image as RGB; a file that cannot be decoded raises a DataError naming it."""
         if self.loader is not None:
-            return self.loader()[0].convert("RGB")
+            from defectkit.data.pixels import to_rgb
+
+            return to_rgb(self.loader()[0], where=self.id)
         return read_image(self.image_path)
 
     def load_mask(self) -> np.ndarray | None:
@@ -83,18 +85,11 @@ class Sample:
 
 
 def read_image(path: Path) -> Image.Image:
-    """Decode an image file to RGB, or raise a one-line DataError that names it."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode an image file to 8-bit RGB at its real brightness (any bit depth and mode), or raise a
+    one-line DataError that names it; see :mod:`defectkit.data.pixels`."""
+    from defectkit.data.pixels import decode_image
 
-    from defectkit.errors import DataError
-
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file is missing") from None
-    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
-        raise DataError(f"{path}: cannot be decoded ({exc}); re-export the image or remove it from the dataset") from None
+    return decode_image(path).image
 
 
 def image_size(path: Path) -> tuple[int, int]:

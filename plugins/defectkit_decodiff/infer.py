@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from defectkit.anomaly_maps import save_map
+from defectkit.data.sample import read_image
 from defectkit.errors import DefectkitError
 from defectkit.io import read_json, write_text
 from defectkit.overlays import save_overlay
@@ -105,7 +105,7 @@ def detect_images(
     verdicts: list[Verdict] = []
     for start in range(0, len(paths), config.batch_size):
         chunk = paths[start : start + config.batch_size]
-        raw = np.stack([prepare_image(Image.open(p), model.image_size, model.crop_size) for p in chunk])
+        raw = np.stack([prepare_image(read_image(p), model.image_size, model.crop_size) for p in chunk])
         images = to_model_range(raw, torch_device)
         # a file's category is unknown: the fixed one, the only one, or the classifier's
         maps, scores = scorer.score(images, scorer.classes_for([None] * len(chunk), images))

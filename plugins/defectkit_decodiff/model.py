@@ -16,6 +16,7 @@ from torch import nn
 from defectkit.data import Sample
 from defectkit.errors import DefectkitError
 from defectkit.io import atomic_dir
+from defectkit.tensorfile import load_tensors
 from defectkit_decodiff.config import DecoDiffModelConfig
 from defectkit_decodiff.diffusion import cosine_alphas_cumprod
 from defectkit_decodiff.unet import DeviationUNet, UNetSettings
@@ -164,20 +165,19 @@ def read_meta(path: Path) -> dict:
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Checkpoint:
     """Load a checkpoint folder for inference (the UNet in eval mode on ``device``)."""
-    from safetensors.torch import load_file
 
     meta = read_meta(path)
     config = DecoDiffModelConfig(**meta["model"])
     unet = build_unet(config, meta["in_channels"], len(meta["classes"]))
-    unet.load_state_dict(load_file(path / MODEL_FILE))
+    unet.load_state_dict(load_tensors(path / MODEL_FILE))
     classifier = None
     if (path / CLASSIFIER_FILE).is_file():
         classifier = CategoryClassifier(len(meta["classes"]))
-        classifier.load_state_dict(load_file(path / CLASSIFIER_FILE))
+        classifier.load_state_dict(load_tensors(path / CLASSIFIER_FILE))
         classifier.to(device).eval()
     return Checkpoint(config, meta["classes"], meta["in_channels"], meta["step"], unet.to(device).eval(), classifier)
 
 
 def load_training_state(path: Path) -> dict:
     """Optimizer, scheduler and step of a checkpoint (tensors and plain types only: weights_only)."""
-    return torch.load(path / TRAINING_FILE, map_location="cpu", weights_only=True)
+    return load_tensors(path / TRAINING_FILE)

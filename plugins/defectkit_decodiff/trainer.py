@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from defectkit.errors import DataError
+from defectkit.tensorfile import load_tensors
+from defectkit.training import LossGuard
 from defectkit_decodiff.config import DecoDiffModelConfig, DecoDiffTrainConfig
 from defectkit_decodiff.diffusion import corrupt, cosine_alphas_cumprod, patch_masks
 from defectkit_decodiff.model import (
@@ -101,6 +103,7 @@ class DecoDiffTrainer:
 
         started = time.perf_counter()
         loss_value = float("nan")
+        guard = LossGuard(f"step {ctx.step_id} (decodiff)")
         unet.train()
         for step in ctx.progress(range(first, config.steps), total=config.steps - first, description="decodiff train", unit="steps"):
             generator = _step_generator(config.seed, accelerator.process_index, step)
@@ -116,6 +119,7 @@ class DecoDiffTrainer:
             optimizer.zero_grad(set_to_none=True)
             loss_value = total
             done = step + 1
+            guard.check(loss_value, done)
             if done % config.log_every == 0 or done == config.steps:
                 ctx.log_scalar("decodiff/loss", loss_value, done)
                 ctx.log_scalar("decodiff/lr", scheduler.get_last_lr()[0], done)
@@ -188,7 +192,6 @@ class DecoDiffTrainer:
         ctx.logger.info("decodiff: initialised from the weights of %s (trained %d steps)", source, meta["step"])
 
     def _resume(self, path, unet, optimizer, scheduler, classes: list[str]) -> int:
-        from safetensors.torch import load_file
 
         meta = read_meta(path)
         if meta["classes"] != classes:
@@ -196,7 +199,7 @@ class DecoDiffTrainer:
                 f"decodiff: the checkpoint in {path} was trained on categories {meta['classes']}, the data now has "
                 f"{classes}; resume with the same data: block or start a new run"
             )
-        unet.load_state_dict(load_file(path / "model.safetensors"))
+        unet.load_state_dict(load_tensors(path / "model.safetensors"))
         state = load_training_state(path)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -7,6 +7,8 @@ from typing import Literal
 from defectkit_finetune.config import AugmentConfig
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from defectkit.components import code_option
+
 Precision = Literal["auto", "no", "fp16", "bf16"]
 Optimizer = Literal["adamw", "adamw_fused", "adamw_8bit"]
 Schedule = Literal["constant", "constant_with_warmup", "cosine", "onecycle"]
@@ -190,6 +192,7 @@ class DefectFillGenerateConfig(_Strict):
         "alex",
         description="LPIPS network of the selection: alex, vgg, squeeze (torchmetrics; ImageNet weights are "
         "downloaded once), timm:NAME or package.module:factory (as the lpips metric)",
+        json_schema_extra=code_option("timm:", "torchvision:"),
     )
     selection_size: int = Field(128, ge=16, le=1024, description="the mask's box is resized to this for LPIPS")
     resolution: int | None = Field(None, ge=16, description="generation resolution; empty: the adapter's")

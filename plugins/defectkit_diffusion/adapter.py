@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from defectkit.errors import DataError
+from defectkit.tensorfile import load_tensors
 
 ADAPTER_FILE = "adapter.json"
 ADAPTER_NAME = "defectkit"
@@ -76,9 +77,7 @@ def apply_adapter(pipe: Any, adapter: Adapter, family: str, lora_scale: float = 
         path = adapter.folder / entry["file"]
         token = entry["token"]
         if family == "sdxl":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
+            state = load_tensors(path)
             missing = {"clip_l", "clip_g"} - set(state)
             if missing:
                 raise DataError(

@@ -13,6 +13,7 @@ import torch
 
 from defectkit.errors import DefectkitError
 from defectkit.io import atomic_dir, read_json, write_json
+from defectkit.tensorfile import load_tensors
 from defectkit_dinov3.backbone import build_from_spec
 from defectkit_dinov3.model import MultiTaskDefectModel
 
@@ -58,8 +59,6 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu", dropout: flo
 
     ``dropout`` matters only to a resumed training run; inference runs in eval mode.
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
     meta = read_json(path / META)
     if meta is None or not (path / WEIGHTS).exists():
@@ -70,11 +69,11 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu", dropout: flo
     model = MultiTaskDefectModel(
         build_from_spec(meta["backbone"]), len(meta["classes"]), meta["decoder_channels"], dropout
     )
-    model.load_state_dict(load_file(str(path / WEIGHTS)))
+    model.load_state_dict(load_tensors(path / WEIGHTS))
     return LoadedModel(model.to(device).eval(), list(meta["classes"]), int(meta["image_size"]), meta)
 
 
 def load_training_state(path: Path) -> dict[str, Any] | None:
     """Optimizer, epoch and loss-weight state of an unfinished run (tensors and plain values only)."""
     file = Path(path) / TRAINING
-    return torch.load(file, weights_only=True) if file.exists() else None
+    return load_tensors(file) if file.exists() else None

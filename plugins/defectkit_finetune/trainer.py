@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 from defectkit import io as dkio
 from defectkit.errors import DefectkitError
+from defectkit.tensorfile import load_tensors
+from defectkit.training import LossGuard
 from defectkit_finetune import adapters
 from defectkit_finetune.checkpoint import Checkpoints
 from defectkit_finetune.config import FinetuneConfig
@@ -211,6 +213,7 @@ class FinetuneTrainer:
         autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
         started = time.perf_counter()
         loss_value = float("nan")
+        guard = LossGuard(f"step {ctx.step_id} ({self.name})")
         model.train()
         for step in ctx.progress(range(first, config.steps), total=config.steps - first, description=self.name, unit="steps"):
             total = torch.zeros((), device=device)
@@ -234,6 +237,7 @@ class FinetuneTrainer:
             else:
                 nonfinite += 1
                 ctx.logger.warning("%s: step %d: loss is %s, step skipped", self.name, step + 1, float(total))
+            guard.check(float(total) if finite else float("nan"), step + 1)
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
@@ -433,7 +437,6 @@ class FinetuneTrainer:
         accelerator.wait_for_everyone()
 
     def _load(self, folder, objective, optimizer, schedule, scaler, ema, accelerator) -> tuple[int, int]:
-        from safetensors.torch import load_file
 
         meta = dkio.read_json(folder / "meta.json", {})
         if meta.get("processes") != accelerator.num_processes:
@@ -443,11 +446,11 @@ class FinetuneTrainer:
             )
         if meta.get("trainer") != self.name:
             raise DefectkitError(f"{folder}: a {meta.get('trainer')} checkpoint, this step trains {self.name}")
-        missing, unexpected = objective.load_state_dict(load_file(folder / "trainable.safetensors"), strict=False)
+        missing, unexpected = objective.load_state_dict(load_tensors(folder / "trainable.safetensors"), strict=False)
         trainable = {n for n, p in objective.named_parameters() if p.requires_grad}
         if unexpected or trainable & set(missing):
             raise DefectkitError(f"{folder}: its weights do not match this trainer's adapters; start a new run")
-        state = torch.load(folder / "training.pt", map_location="cpu", weights_only=True)
+        state = load_tensors(folder / "training.pt")
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         if scaler is not None and state["scaler"] is not None:

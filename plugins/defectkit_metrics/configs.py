@@ -14,6 +14,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from defectkit.components import code_option
+
+#: extractor values with a colon that name a backbone, not code to import
+BACKBONE_PREFIXES = ("timm:", "torchvision:")
+
 
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -42,6 +47,7 @@ class FIDConfig(_GenerationOptions):
     extractor: str = Field(
         "inception",
         description="inception (torch-fidelity FID weights), timm:NAME, torchvision:NAME, or package.module:factory",
+        json_schema_extra=code_option(*BACKBONE_PREFIXES),
     )
 
 
@@ -58,7 +64,9 @@ class LPIPSConfig(_GenerationOptions):
     """Perceptual distance between each generated image and a real one."""
 
     extractor: str = Field(
-        "alex", description="alex, vgg, squeeze (LPIPS weights), timm:NAME, or package.module:factory"
+        "alex",
+        description="alex, vgg, squeeze (LPIPS weights), timm:NAME, or package.module:factory",
+        json_schema_extra=code_option(*BACKBONE_PREFIXES),
     )
     pairing: Literal["auto", "source", "nearest"] = Field(
         "auto",
@@ -71,7 +79,9 @@ class ICLPIPSConfig(_GenerationOptions):
     """Intra-cluster LPIPS: diversity of generated images around each training image."""
 
     extractor: str = Field(
-        "alex", description="alex, vgg, squeeze (LPIPS weights), timm:NAME, or package.module:factory"
+        "alex",
+        description="alex, vgg, squeeze (LPIPS weights), timm:NAME, or package.module:factory",
+        json_schema_extra=code_option(*BACKBONE_PREFIXES),
     )
     cluster_split: str = Field(
         "gen_train", description="split whose images are the cluster centres (the generator's training images)"
@@ -121,7 +131,9 @@ class InceptionScoreConfig(_GenerationOptions):
     """Inception Score of the generated images (needs classifier weights)."""
 
     extractor: str = Field(
-        "inception", description="inception (torch-fidelity weights) or package.module:factory returning a classifier"
+        "inception",
+        description="inception (torch-fidelity weights) or package.module:factory returning a classifier",
+        json_schema_extra=code_option(*BACKBONE_PREFIXES),
     )
     splits: int = Field(10, ge=1, description="number of splits the score is averaged over")
 

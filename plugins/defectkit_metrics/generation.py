@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from defectkit.data.sample import read_image
 from defectkit.errors import DefectkitError
 from defectkit_metrics.detection import UndefinedMetricError
 from defectkit_metrics.extractors import ExtractorError, extractor_name, feature_extractor, load_factory
@@ -33,8 +35,7 @@ def load_images(paths: Sequence, size: int) -> torch.Tensor:
         if hasattr(item, "load_image"):
             image = item.load_image()
         else:
-            with Image.open(item) as opened:
-                image = opened.convert("RGB")
+            image = read_image(Path(item))
         arrays.append(np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR)))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
@@ -317,7 +318,6 @@ def clip_score(
 
     ``images`` are paths; open_clip's own preprocessing is applied.
     """
-    from PIL import Image
 
     clip, preprocess, tokenizer = load_clip(model, pretrained, device)
     scores = []
@@ -325,8 +325,7 @@ def clip_score(
         chunk = images[start : start + batch_size]
         pixels = []
         for path in chunk:
-            with Image.open(path) as opened:
-                pixels.append(preprocess(opened.convert("RGB")))
+            pixels.append(preprocess(read_image(Path(path))))
         image_emb = clip.encode_image(torch.stack(pixels).to(device)).float()
         text_emb = clip.encode_text(tokenizer(list(prompts[start : start + batch_size])).to(device)).float()
         cosine = F.cosine_similarity(image_emb, text_emb, dim=-1)

@@ -18,6 +18,7 @@ from torch import nn
 
 from defectkit.errors import DefectkitError
 from defectkit.io import atomic_path
+from defectkit.tensorfile import load_tensors
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -82,12 +83,7 @@ def build_backbone(backbone: str, weights: str | None, seed: int) -> nn.Module:
 def _load_weight_file(model: nn.Module, path: Path, backbone: str) -> None:
     if not path.is_file():
         raise DefectkitError(f"patch_knn: weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path)
     try:
         missing, _ = model.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatches are raised even with strict=False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np  # noqa: E402
 from defectkit.errors import DefectkitError  # noqa: E402
 from defectkit.io import write_text  # noqa: E402
 from defectkit_serve import render  # noqa: E402
+from defectkit_serve.gate import MAX_WAITING, Busy, ModelGate  # noqa: E402
 from defectkit_serve.generate import GeneratorStep, find_generators, get_session, label_hint  # noqa: E402
 from defectkit_serve.inspectors import INSPECTORS, Inspector, get_inspector  # noqa: E402
 from defectkit_serve.runinfo import SERVABLE_DETECTORS, RunInfo, StepInfo, read_run  # noqa: E402
@@ -25,6 +27,10 @@ from defectkit_serve.uploads import IMAGE_SUFFIXES, UploadError, UploadLimits, o
 
 #: the most overlays the batch gallery shows (the CSV has every image)
 BATCH_GALLERY = 24
+#: batches whose CSV is kept on disk (each rewritten as the threshold moves); older ones are removed
+KEPT_BATCHES = 16
+#: gradio's cache of uploads and served files: every 10 minutes, files older than an hour are removed
+GRADIO_CACHE = (600, 3600)
 
 CSS = """
 .dk-header {display:flex; align-items:baseline; gap:1rem; flex-wrap:wrap; padding:.2rem 0 .6rem;
@@ -56,6 +62,8 @@ CSS = """
 class ServeOptions:
     device: str = "auto"
     limits: UploadLimits = field(default_factory=UploadLimits)
+    #: model requests that may wait behind the running one; more are answered "busy" at once
+    max_waiting: int = MAX_WAITING
 
 
 @dataclass
@@ -97,10 +105,14 @@ def _step_label(step: StepInfo) -> str:
 
 
 class InspectTab:
-    def __init__(self, servable: Servable, options: ServeOptions) -> None:
+    def __init__(self, servable: Servable, options: ServeOptions, gate: ModelGate | None = None) -> None:
         self.run = servable.run
         self.steps = {s.id: s for s in servable.detect_steps}
         self.options = options
+        self.gate = gate or ModelGate(options.max_waiting)
+        # one folder for the batch CSVs of this app, removed when the process ends; one sub-folder per batch
+        self._scratch = tempfile.TemporaryDirectory(prefix="defectkit-serve-")
+        self._batches: list[Path] = []
 
     def inspector(self, step_id: str) -> Inspector:
         return get_inspector(self.run, self.steps[step_id], self.options.device)
@@ -167,13 +179,24 @@ class InspectTab:
         batch_state = gr.State(None)
 
         outputs = [state, heat, second, verdict, probabilities]
-        upload.change(self.inspect, [upload, model, threshold], outputs, show_progress="full")
+        # model events bypass gradio's unbounded queue: self.gate admits one and a few waiting, answers the rest
+        upload.change(self.inspect, [upload, model, threshold], outputs, show_progress="full", concurrency_limit=None)
         # no model runs on a threshold move: it never waits behind another user's model request
         threshold.change(
             self.redraw, [state, threshold], [heat, verdict], show_progress="hidden", concurrency_limit=None
         )
-        model.change(self.switch, [model], [threshold, state, heat, second, verdict, probabilities, legend])
-        score_folder.click(self.batch, [folder, model, threshold], [batch_state, table, csv_file, gallery, batch_note])
+        model.change(
+            self.switch,
+            [model],
+            [threshold, state, heat, second, verdict, probabilities, legend],
+            concurrency_limit=None,
+        )
+        score_folder.click(
+            self.batch,
+            [folder, model, threshold],
+            [batch_state, table, csv_file, gallery, batch_note],
+            concurrency_limit=None,
+        )
         threshold.change(
             self.redraw_batch,
             [batch_state, threshold],
@@ -219,7 +242,11 @@ class InspectTab:
 
     def switch(self, step_id: str, progress=gr.Progress()):
         progress(0, desc="loading the detector")
-        inspector = self.inspector(step_id)
+        try:
+            with self.gate.enter():
+                inspector = self.inspector(step_id)
+        except Busy as exc:
+            raise gr.Error(str(exc)) from None
         label = self._second_label(inspector)
         return (
             gr.Slider(**self._slider(inspector)),
@@ -235,17 +262,23 @@ class InspectTab:
         if not path:
             return None, None, None, render.message_card("Upload an image."), gr.Label(visible=False)
         try:
-            image = open_upload(path, self.options.limits)
-        except UploadError as exc:
+            # decoded inside the gate too: only the admitted requests hold a full-size image in memory
+            with self.gate.enter():
+                analysis = self._analyse_upload(path, step_id, progress)
+        except (UploadError, Busy) as exc:
             return None, None, None, render.message_card(str(exc), "error"), gr.Label(visible=False)
-        progress(0.1, desc="loading the detector (first request only)")
-        inspector = self.inspector(step_id)
-        progress(0.4, desc=f"scoring with {inspector.title}")
-        analysis = inspector.analyse([image], [Path(path).name])[0]
         state = {"analysis": analysis, "step": step_id}
         heat, verdict = self.redraw(state, threshold)
         probabilities = gr.Label(value=analysis.probabilities or None, visible=bool(analysis.probabilities))
         return state, heat, render.second_picture(analysis), verdict, probabilities
+
+    def _analyse_upload(self, path: str, step_id: str, progress):
+        # a function of its own: the full-size image is freed when it returns, before the gate releases memory
+        image = open_upload(path, self.options.limits)
+        progress(0.1, desc="loading the detector (first request only)")
+        inspector = self.inspector(step_id)
+        progress(0.4, desc=f"scoring with {inspector.title}")
+        return inspector.analyse([image], [Path(path).name])[0]
 
     def redraw(self, state: dict | None, threshold: float):
         """Overlay and verdict at ``threshold`` from the stored analysis: no model call."""
@@ -261,6 +294,21 @@ class InspectTab:
     def batch(self, paths: list[str] | None, step_id: str, threshold: float, progress=gr.Progress()):
         if not paths:
             return None, None, None, None, render.message_card("Choose a folder of images first.", "error")
+        try:
+            with self.gate.enter():
+                analyses, refused = self._analyse_folder(paths, step_id, progress)
+        except Busy as exc:
+            return None, None, None, None, render.message_card(str(exc), "error")
+        if not analyses:
+            note = render.message_card(f"No readable images ({', '.join(IMAGE_SUFFIXES)}) in the folder.", "error")
+            return None, None, None, None, note
+        state = {"analyses": analyses, "step": step_id, "folder": self._batch_folder()}
+        table, csv_path, gallery = self.redraw_batch(state, threshold)
+        skipped = f" Skipped {len(refused)}: " + "; ".join(refused[:3]) if refused else ""
+        note = f'<div class="dk-note">{len(analyses)} images scored.{html.escape(skipped)}</div>'
+        return state, table, csv_path, gallery, note
+
+    def _analyse_folder(self, paths: list[str], step_id: str, progress):
         images, names, refused = [], [], []
         for path in sorted(paths):
             if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
@@ -271,17 +319,20 @@ class InspectTab:
             except UploadError as exc:
                 refused.append(str(exc))
         if not images:
-            note = render.message_card(f"No readable images ({', '.join(IMAGE_SUFFIXES)}) in the folder.", "error")
-            return None, None, None, None, note
+            return [], refused
         inspector = self.inspector(step_id)
         analyses = []
         for start in progress.tqdm(range(0, len(images), 8), desc=f"scoring {len(images)} images"):
             analyses += inspector.analyse(images[start : start + 8], names[start : start + 8])
-        state = {"analyses": analyses, "step": step_id}
-        table, csv_path, gallery = self.redraw_batch(state, threshold)
-        skipped = f" Skipped {len(refused)}: " + "; ".join(refused[:3]) if refused else ""
-        note = f'<div class="dk-note">{len(analyses)} images scored.{html.escape(skipped)}</div>'
-        return state, table, csv_path, gallery, note
+        return analyses, refused
+
+    def _batch_folder(self) -> Path:
+        """A new folder for one batch's CSV (rewritten on every threshold move); only the latest few are kept."""
+        folder = Path(tempfile.mkdtemp(dir=self._scratch.name))
+        self._batches.append(folder)
+        while len(self._batches) > KEPT_BATCHES:
+            shutil.rmtree(self._batches.pop(0), ignore_errors=True)
+        return folder
 
     def redraw_batch(self, state: dict | None, threshold: float):
         if state is None:
@@ -289,8 +340,8 @@ class InspectTab:
         inspector = self.inspector(state["step"])
         analyses = state["analyses"]
         header, rows = render.batch_rows(analyses, threshold, inspector.score_name)
-        folder = Path(tempfile.mkdtemp(prefix="defectkit-serve-"))
-        csv_path = write_text(folder / "defectkit_scores.csv", render.batch_csv(header, rows))
+        folder = state.get("folder") or self._batch_folder()
+        csv_path = write_text(Path(folder) / "defectkit_scores.csv", render.batch_csv(header, rows))
         ranked = sorted(analyses, key=lambda a: -a.score)[:BATCH_GALLERY]
         gallery = [(render.overlay(a, threshold, inspector.heat_range), f"{a.name}  {a.score:.3f}") for a in ranked]
         return gr.Dataframe(value=rows, headers=header), str(csv_path), gallery
@@ -300,10 +351,11 @@ class InspectTab:
 
 
 class GenerateTab:
-    def __init__(self, servable: Servable, options: ServeOptions) -> None:
+    def __init__(self, servable: Servable, options: ServeOptions, gate: ModelGate | None = None) -> None:
         self.run = servable.run
         self.entries = {g.step.id: g for g in servable.generators}
         self.options = options
+        self.gate = gate or ModelGate(options.max_waiting)
 
     def build(self) -> None:
         first = next(iter(self.entries.values()))
@@ -354,6 +406,7 @@ class GenerateTab:
             self.generate,
             [step, label, prompt, negative, seed, guidance, steps, control, editor],
             [output, info, label],
+            concurrency_limit=None,  # admitted by self.gate, as the Inspect tab's model events
         )
 
     def generate(
@@ -369,6 +422,15 @@ class GenerateTab:
         editor: dict | None,
         progress=gr.Progress(),
     ):
+        try:
+            with self.gate.enter():
+                return self._generate(
+                    step_id, label, prompt, negative, seed, guidance, steps, control, editor, progress
+                )
+        except Busy as exc:
+            raise gr.Error(str(exc)) from None
+
+    def _generate(self, step_id, label, prompt, negative, seed, guidance, steps, control, editor, progress):
         entry = self.entries[step_id]
         progress(0.05, desc=f"loading {entry.name} (first request only)")
         try:
@@ -486,19 +548,23 @@ def header_html(run: RunInfo) -> str:
 def build_app(servable: Servable, options: ServeOptions | None = None) -> gr.Blocks:
     """The Blocks of one run; the first detector is loaded here, so the first request does not wait for it."""
     options = options or ServeOptions()
-    with gr.Blocks(title=f"defectkit · {servable.run.name}", analytics_enabled=False) as demo:
+    # one model request at a time for both tabs: a model on one device is not shared safely between threads
+    gate = ModelGate(options.max_waiting)
+    with gr.Blocks(
+        title=f"defectkit · {servable.run.name}", analytics_enabled=False, delete_cache=GRADIO_CACHE
+    ) as demo:
         gr.HTML(header_html(servable.run))
         with gr.Tabs():
             if servable.detect_steps:
                 with gr.Tab("Inspect", id="inspect"):
-                    InspectTab(servable, options).build()
+                    InspectTab(servable, options, gate).build()
             if servable.generators:
                 with gr.Tab("Generate", id="generate"):
-                    GenerateTab(servable, options).build()
+                    GenerateTab(servable, options, gate).build()
             with gr.Tab("Run", id="run"):
                 build_runs_tab(servable)
-    # one model request at a time: a model on one device is not shared safely between threads
-    demo.queue(default_concurrency_limit=1)
+    # the other events (threshold moves) are cheap; gradio's queue is bounded for them too
+    demo.queue(default_concurrency_limit=1, max_size=64)
     return demo
 
 

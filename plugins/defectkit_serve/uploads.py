@@ -12,7 +12,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from defectkit.errors import DefectkitError
+from defectkit.data.pixels import decode_image
+from defectkit.errors import DataError, DefectkitError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -62,12 +63,13 @@ def open_upload(path: str | Path, limits: UploadLimits) -> Image.Image:
                         "megapixels; downscale it first"
                     )
                 probe.verify()  # the structure (chunks, checksums) before a full decode
-            with Image.open(path) as image:
-                # decodes every pixel (a truncated file fails here); the same conversion as the dataset
-                # readers (defectkit.data.sample.read_image), so the model sees what it saw in training
-                return image.convert("RGB")
+            # decodes every pixel (a truncated file fails here) with the dataset readers' conversion (any bit
+            # depth at its real brightness), so the model sees what it saw in training
+            return decode_image(path).image
     except UploadError:
         raise
+    except DataError:
+        reason = "the file is damaged, truncated or in a pixel format that cannot be scaled to 8 bits"
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UploadError(f"{name}: too many pixels to decode safely; downscale it first") from None
     except UnidentifiedImageError:

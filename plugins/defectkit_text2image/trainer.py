@@ -30,6 +30,8 @@ from PIL import Image
 
 from defectkit import io as dkio
 from defectkit.errors import DataError, DefectkitError
+from defectkit.tensorfile import load_tensors
+from defectkit.training import LossGuard
 from defectkit_text2image.config import Text2ImageTrainConfig
 from defectkit_text2image.model import INFO, TextToImage, build_model, load_model
 from defectkit_text2image.sampling import cpu_threads, generate, grid
@@ -230,6 +232,7 @@ class Text2ImageTrainer:
         micro_batches = math.ceil(len(images) / per_step)
         started = time.perf_counter()
         first_epoch = state.epoch
+        guard = LossGuard(f"step {ctx.step_id} ({self.name})")
         model_ddp.train()
         for epoch in ctx.progress(range(first_epoch, config.epochs), config.epochs - first_epoch, self.name, unit="epochs"):
             if state.stopped:
@@ -257,6 +260,7 @@ class Text2ImageTrainer:
                     ema.step(params)
                 state.step += 1
                 value = float(accelerator.gather(total.reshape(1)).mean())
+                guard.check(value, state.step)
                 losses.append(value)
                 if state.step % config.log_every == 0:
                     ctx.log_scalar(f"{self.name}/loss", value, state.step)
@@ -491,7 +495,6 @@ class Text2ImageTrainer:
         accelerator.wait_for_everyone()
 
     def _load(self, folder: Path, objective, optimizer, ema, accelerator) -> TrainState:
-        from safetensors.torch import load_file
 
         meta = dkio.read_json(folder / "state.json", {})
         if meta.get("trainer") != self.name:
@@ -502,12 +505,12 @@ class Text2ImageTrainer:
                 "resume with the same number of processes (the data order depends on it)"
             )
         try:
-            objective.load_state_dict(load_file(folder / "model.safetensors"))
+            objective.load_state_dict(load_tensors(folder / "model.safetensors"))
         except RuntimeError as exc:
             raise DefectkitError(
                 f"{folder}: its weights do not fit this model's options ({str(exc).splitlines()[0]})"
             ) from None
-        training = torch.load(folder / "training.pt", map_location="cpu", weights_only=True)
+        training = load_tensors(folder / "training.pt")
         optimizer.load_state_dict(training["optimizer"])
         if ema is not None and training["ema"] is not None:
             ema.load_state_dict(training["ema"])

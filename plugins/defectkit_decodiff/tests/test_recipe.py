@@ -130,3 +130,12 @@ def test_vae_latent_through_from_pretrained(registered, tmp_path, monkeypatch):
     assert meta["in_channels"] == 4 and meta["model"]["vae_id"] == str(tmp_path / "vae")
     assert np.load(run_dir / "02_detect" / "anomaly_maps" / "cut" / "000.npy").shape == (32, 32)
     assert "pixel_auroc" in json.loads((run_dir / "metrics.json").read_text())["evaluate"]
+
+
+def test_a_loss_that_stays_non_finite_stops_training_in_one_line(registered, tmp_path):
+    from defectkit.errors import RunError
+
+    steps = full(train={"lr": 1e30, "steps": 14, "checkpoint_every": 100})
+    with pytest.raises(RunError, match=r"^step train \(decodiff\): the training loss has been (nan|inf) for 10 steps"):
+        run_recipe_dict(recipe(steps), tmp_path / "run")
+    assert not (tmp_path / "run" / "02_detect").exists(), "the detect step never starts"
