@@ -16,7 +16,12 @@ def _validate(tmp_path, capsys, extractor: str) -> str:
                 "version": 1,
                 "name": "code",
                 "data": {"format": "synthetic"},
-                "steps": [{"evaluate": {"use": ["fid", "lpips"], "with": {"fid": {"extractor": extractor}}}}],
+                "steps": [
+                    # the generation metrics need a step that makes images (validation looks ahead)
+                    {"train": {"use": "text2image_scratch"}},
+                    {"generate": {"use": "text2image_scratch"}},
+                    {"evaluate": {"use": ["fid", "lpips"], "with": {"fid": {"extractor": extractor}}}},
+                ],
             }
         )
     )
@@ -29,7 +34,7 @@ def _validate(tmp_path, capsys, extractor: str) -> str:
 def test_an_import_string_option_is_announced(tmp_path, capsys):
     err = _validate(tmp_path, capsys, "my_company.features:build_extractor")
     assert err == (
-        "defectkit: note: steps[0].evaluate.with.fid.extractor: this recipe runs code from module 'my_company.features' "
+        "defectkit: note: steps[2].evaluate.with.fid.extractor: this recipe runs code from module 'my_company.features' "
         "(my_company.features:build_extractor); run only recipes you trust as you trust code\n"
     )
 

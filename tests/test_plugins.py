@@ -193,6 +193,7 @@ def test_first_party_components_meet_the_contract(module):
     for component in registry.components():
         model = component.load_config_model()
         # required options (a dataset's root) get a placeholder; everything else must have a default
-        required = {name: "placeholder" for name, f in (model.model_fields if model else {}).items() if f.is_required()}
+        fields = model.model_fields if model else {}
+        required = {name: "placeholder" for name, f in fields.items() if f.is_required() or name == "root"}
         assert set(required) <= {"root"}, f"{component.qualified_name}: options without defaults: {sorted(required)}"
         check_component(component, required)
