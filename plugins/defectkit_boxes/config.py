@@ -1,0 +1,91 @@
+"""Options of the box components (a recipe's ``with:`` blocks). Light: pydantic only, no torch."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: the CPU-sized architecture defectkit builds itself: torchvision's FCOS head on a small CNN
+SMALL_MODEL = "fcos_small"
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SmallBackboneConfig(_Options):
+    """The backbone of ``fcos_small``: conv stages halving the resolution, the last three feed the head."""
+
+    channels: list[int] = Field(
+        [16, 32, 64, 96], min_length=3, description="output channels per stage; each stage halves the resolution"
+    )
+    head_channels: int = Field(64, ge=8, description="channels of the feature pyramid and of the FCOS head")
+    head_convs: int = Field(2, ge=1, le=4, description="convolutions in each FCOS head branch (torchvision uses 4)")
+
+
+class BoxTrainConfig(_Options):
+    """Train a torchvision box detector on the boxes of the recipe's data."""
+
+    model: str = Field(
+        "fasterrcnn_resnet50_fpn",
+        description="a torchvision detection builder (fasterrcnn_resnet50_fpn, fasterrcnn_mobilenet_v3_large_fpn, "
+        "retinanet_resnet50_fpn, fcos_resnet50_fpn, ...) or fcos_small (CPU-sized, always from scratch)",
+    )
+    weights: str | None = Field(
+        None, description="the builder's weights by enum name (DEFAULT, COCO_V1); none: random initialisation"
+    )
+    weights_backbone: str | None = Field(
+        None, description="the backbone's weights by enum name (DEFAULT, IMAGENET1K_V1); none: random initialisation"
+    )
+    small: SmallBackboneConfig = Field(default_factory=SmallBackboneConfig, description="fcos_small's backbone")
+    image_size: int = Field(512, ge=32, le=2048, description="images are resized to this square size for the model")
+    classes: list[str] | None = Field(None, description="the box classes in order; none: every box label found")
+    train_split: str = Field("train", description="split the detector trains on")
+    val_split: str | None = Field("val", description="split scored (map50) after each epoch; none or empty: none")
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate: linear warm-up, then cosine decay to zero")
+    warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    hflip: bool = Field(True, description="flip half the training images (and their boxes) left to right")
+    vflip: bool = Field(False, description="flip half of them top to bottom as well (steel has no up or down)")
+    include_good: bool = Field(True, description="train on images without defects too (as images with no boxes)")
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints (the last epoch always saves)")
+    log_every: int = Field(10, ge=1, description="optimizer steps between loss points on the curves")
+    cpu_threads: int | None = Field(None, ge=1, description="torch threads on a CPU; none: torch's default")
+
+
+class BoxDetectConfig(_Options):
+    """Run a trained box detector over a split and write one record per image."""
+
+    split: str = Field("test", description="the images to detect on")
+    model: str | None = Field(
+        None, description="a box_model folder (a train step's checkpoint); none: the box_model artifact"
+    )
+    score_threshold: float = Field(
+        0.05, ge=0, le=1, description="boxes below this confidence are not written (the metrics threshold further)"
+    )
+    max_detections: int = Field(100, ge=1, description="at most this many boxes per image")
+    batch_size: int = Field(16, ge=1)
+    overlays: int = Field(8, ge=0, description="box overlay PNGs drawn for the report")
+    overlay_threshold: float = Field(0.5, ge=0, le=1, description="boxes drawn on the overlays: at least this score")
+
+
+class BoxMapConfig(_Options):
+    """mAP and thresholded precision and recall of the box_predictions artifact."""
+
+    split: str = Field("test", description="the split whose samples hold the ground-truth boxes")
+    score_threshold: float = Field(0.5, ge=0, le=1, description="confidence at which precision and recall count")
+    iou_threshold: float = Field(0.5, gt=0, le=1, description="IoU a box needs with a ground-truth box to count")
+
+
+class DetectionAccuracyConfig(_Options):
+    """Does a detector trained on real images find the intended defect in each generated image?"""
+
+    model: str | None = Field(
+        None,
+        description="a box_model folder trained on real images; none: the box_model artifact "
+        "(pick a train step with inputs: {box_model: STEP_ID})",
+    )
+    score_threshold: float = Field(0.5, ge=0, le=1, description="a found box counts from this confidence on")
+    batch_size: int = Field(16, ge=1)
+    overlays: int = Field(8, ge=0, description="generated images drawn with their boxes for the report")
