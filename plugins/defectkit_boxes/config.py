@@ -41,11 +41,11 @@ class BoxTrainConfig(_Options):
     classes: list[str] | None = Field(None, description="the box classes in order; none: every box label found")
     train_split: str = Field("train", description="split the detector trains on")
     val_split: str | None = Field("val", description="split scored (map50) after each epoch; none or empty: none")
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(8, ge=1)
+    epochs: int = Field(20, ge=1, description="passes over the training images")
+    batch_size: int = Field(8, ge=1, description="images per optimizer step (shared out between processes)")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate: linear warm-up, then cosine decay to zero")
-    warmup_steps: int = Field(50, ge=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(50, ge=0, description="optimizer steps of linear learning-rate warm-up")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
     hflip: bool = Field(True, description="flip half the training images (and their boxes) left to right")
     vflip: bool = Field(False, description="flip half of them top to bottom as well (steel has no up or down)")
     include_good: bool = Field(True, description="train on images without defects too (as images with no boxes)")
@@ -65,7 +65,7 @@ class BoxDetectConfig(_Options):
         0.05, ge=0, le=1, description="boxes below this confidence are not written (the metrics threshold further)"
     )
     max_detections: int = Field(100, ge=1, description="at most this many boxes per image")
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="images per forward pass")
     overlays: int = Field(8, ge=0, description="box overlay PNGs drawn for the report")
     overlay_threshold: float = Field(0.5, ge=0, le=1, description="boxes drawn on the overlays: at least this score")
 
@@ -87,5 +87,5 @@ class DetectionAccuracyConfig(_Options):
         "(pick a train step with inputs: {box_model: STEP_ID})",
     )
     score_threshold: float = Field(0.5, ge=0, le=1, description="a found box counts from this confidence on")
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="images per forward pass")
     overlays: int = Field(8, ge=0, description="generated images drawn with their boxes for the report")
