@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 #: the CPU-sized architecture defectkit builds itself: torchvision's FCOS head on a small CNN
@@ -89,3 +91,33 @@ class DetectionAccuracyConfig(_Options):
     score_threshold: float = Field(0.5, ge=0, le=1, description="a found box counts from this confidence on")
     batch_size: int = Field(16, ge=1, description="images per forward pass")
     overlays: int = Field(8, ge=0, description="generated images drawn with their boxes for the report")
+
+
+class YoloTrainConfig(_Options):
+    """Train an ultralytics YOLO detector (AGPL-3.0; ``pip install 'defectkit[yolo]'``) on the data's boxes."""
+
+    model: str = Field(
+        "yolo11n.yaml",
+        description="a model YAML (an ultralytics name such as yolo11n.yaml, or a file): random weights, offline; "
+        "or weights by name (yolo11n.pt, fetched by ultralytics unless offline) or by path",
+    )
+    offline: bool = Field(
+        True,
+        description="no network at all (YOLO_OFFLINE, no plots so no font download, AMP off so no check-weights "
+        "download); a weights name must then be a local file",
+    )
+    image_size: int = Field(640, ge=32, le=2048, description="ultralytics' imgsz: the training and inference size")
+    classes: list[str] | None = Field(None, description="the box classes in order; none: every box label found")
+    train_split: str = Field("train", description="split the detector trains on")
+    val_split: str = Field("val", description="split ultralytics validates on after each epoch (mAP50 curves)")
+    epochs: int = Field(100, ge=1, description="passes over the training images")
+    batch_size: int = Field(16, ge=1, description="images per optimizer step")
+    lr: float | None = Field(None, gt=0, description="ultralytics' lr0; none: its default for the optimizer")
+    include_good: bool = Field(True, description="train on images without defects too (as images with no boxes)")
+    device: str | None = Field(
+        None, description="ultralytics' device (cpu, 0, 0,1); none: the recipe's device (ultralytics runs its own DDP)"
+    )
+    train_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="further ultralytics train arguments (mosaic, hsv_h, close_mosaic, optimizer ...), checked by ultralytics",
+    )

@@ -1,4 +1,4 @@
-"""The ``torchvision_boxes`` detector: boxes for every image of a split, as the ``box_predictions`` artifact."""
+"""The box detect step (``torchvision_boxes``, and ``yolo`` through it): boxes for every image of a split, as the ``box_predictions`` artifact."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ class BoxDetector:
         self.config = config or BoxDetectConfig()
 
     def detect(self, ctx) -> None:
-        from defectkit_boxes.models import load_box_model, predict, set_inference, to_tensor
+        from defectkit_boxes.models import load_box_model, to_tensor
 
         c = self.config
         model_dir = Path(c.model) if c.model else ctx.artifact("box_model")
         loaded = load_box_model(model_dir, ctx.device)
-        set_inference(loaded.model, c.score_threshold, c.max_detections)
+        loaded.set_inference(c.score_threshold, c.max_detections)
         samples = ctx.samples(c.split)
         if not samples:
             raise DataError(f"torchvision_boxes detect: split {c.split!r} has no samples")
@@ -37,7 +37,7 @@ class BoxDetector:
         for start in ctx.progress(starts, total=len(starts), description="box detector"):
             batch = samples[start : start + c.batch_size]
             images = [s.load_image() for s in batch]
-            outputs = predict(loaded, [to_tensor(image) for image in images], ctx.device)
+            outputs = loaded.predict([to_tensor(image) for image in images], ctx.device)
             for index, sample, image, prediction in zip(
                 range(start, start + len(batch)), batch, images, outputs, strict=True
             ):

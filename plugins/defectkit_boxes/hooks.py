@@ -5,6 +5,8 @@ from __future__ import annotations
 from defectkit import Component, hookimpl
 
 _TORCHVISION = ("torch>=2.2", "torchvision>=0.17", "safetensors>=0.4", "accelerate>=1.0")
+_YOLO = ("ultralytics>=8.4", "safetensors>=0.4")
+_YOLO_LICENCE = "ultralytics YOLO, AGPL-3.0 (pip install 'defectkit[yolo]')"
 _METRICS = ("torch>=2.2", "torchvision>=0.17", "torchmetrics>=1.6", "pycocotools>=2.0.11")
 
 
@@ -18,7 +20,15 @@ def defectkit_trainers() -> list[Component]:
             config="defectkit_boxes.config:BoxTrainConfig",
             summary="box detector (torchvision Faster R-CNN, RetinaNet, FCOS or the CPU-sized fcos_small; BSD-3) on the data's boxes",
             requires=_TORCHVISION,
-        )
+        ),
+        Component(
+            kind="trainer",
+            name="yolo",
+            factory="defectkit_boxes.yolo:YoloTrainer",
+            config="defectkit_boxes.config:YoloTrainConfig",
+            summary=f"box detector: {_YOLO_LICENCE}; a model YAML (offline) or weights by name or path",
+            requires=_YOLO,
+        ),
     ]
 
 
@@ -32,7 +42,15 @@ def defectkit_detectors() -> list[Component]:
             config="defectkit_boxes.config:BoxDetectConfig",
             summary="boxes, classes and scores for every image of a split (box_predictions) and box overlays",
             requires=_TORCHVISION,
-        )
+        ),
+        Component(
+            kind="detector",
+            name="yolo",
+            factory="defectkit_boxes.yolo:YoloDetector",
+            config="defectkit_boxes.config:BoxDetectConfig",
+            summary=f"boxes of a trained yolo model for every image of a split (box_predictions), overlays; {_YOLO_LICENCE}",
+            requires=_YOLO,
+        ),
     ]
 
 

@@ -151,14 +151,12 @@ class DetectionAccuracyMetric:
 
     def evaluate(self, ctx) -> dict[str, float]:
         from defectkit.generated import read_generated
-        from defectkit_boxes.models import load_box_model, predict, to_tensor
+        from defectkit_boxes.models import load_box_model, to_tensor
 
         c = self.config
         model_dir = Path(c.model) if c.model else ctx.artifact("box_model")
         loaded = load_box_model(model_dir, ctx.device)
-        from defectkit_boxes.models import set_inference
-
-        set_inference(loaded.model, c.score_threshold, 100)
+        loaded.set_inference(c.score_threshold, 100)
         generated = read_generated(ctx.artifact("generated_images"))
         if not generated:
             raise DataError("detection_accuracy: the generated_images artifact has no images")
@@ -182,7 +180,7 @@ class DetectionAccuracyMetric:
         ):
             batch = generated[start : start + c.batch_size]
             images = [s.load_image() for s in batch]
-            outputs = predict(loaded, [to_tensor(image) for image in images], ctx.device)
+            outputs = loaded.predict([to_tensor(image) for image in images], ctx.device)
             for index, sample, image, out in zip(range(start, start + len(batch)), batch, images, outputs, strict=True):
                 wanted = loaded.classes.index(sample.defect_type)
                 mine = (out["labels"] == wanted) & (out["scores"] >= c.score_threshold)

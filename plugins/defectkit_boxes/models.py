@@ -27,6 +27,7 @@ WEIGHTS = "model.safetensors"
 META = "model.json"
 TRAINING = "training.pt"
 FORMAT = "defectkit-boxes-torchvision/1"
+YOLO_FORMAT = "defectkit-boxes-yolo/1"
 
 
 class SmallBackbone(nn.Module):
@@ -187,21 +188,33 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any], training
 
 @dataclass
 class LoadedBoxModel:
+    """A trained torchvision detector with its classes; :meth:`predict` is what detect steps and metrics call."""
+
     model: nn.Module
     classes: list[str]
     meta: dict[str, Any]
 
+    def set_inference(self, score_threshold: float, max_detections: int) -> None:
+        set_inference(self.model, score_threshold, max_detections)
 
-def load_box_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedBoxModel:
-    """Rebuild a trained detector from its folder, in eval mode on ``device``."""
+    def predict(self, images: list[torch.Tensor], device) -> list[dict[str, np.ndarray]]:
+        return predict(self, images, device)
+
+
+def load_box_model(path: str | Path, device: torch.device | str = "cpu"):
+    """Rebuild a trained box detector (``torchvision_boxes`` or ``yolo``) from its folder, ready to predict."""
     from safetensors.torch import load_file
 
     path = Path(path)
     meta = read_json(path / META) if path.is_dir() else None
+    if meta is not None and meta.get("format") == YOLO_FORMAT:
+        from defectkit_boxes.yolo import load_yolo_model
+
+        return load_yolo_model(path, meta, device)
     if meta is None or meta.get("format") != FORMAT or not (path / WEIGHTS).is_file():
         raise DefectkitError(
-            f"{path}: not a torchvision_boxes model folder (needs {META} of format {FORMAT} and {WEIGHTS}); "
-            "point to a torchvision_boxes train step's checkpoint folder"
+            f"{path}: not a box model folder (needs {META} of format {FORMAT} or {YOLO_FORMAT}, and {WEIGHTS}); "
+            "point to a torchvision_boxes or yolo train step's checkpoint folder"
         )
     model = build_model(meta)
     model.load_state_dict(load_file(str(path / WEIGHTS)))

@@ -183,7 +183,7 @@ def test_user_mistakes_are_one_line_errors(tmp_path):
             ),
             tmp_path / "c",
         )
-    with pytest.raises(DefectkitError, match="not a torchvision_boxes model folder"):
+    with pytest.raises(DefectkitError, match="not a box model folder"):
         run_recipe_dict(
             recipe([{"detect": {"use": "torchvision_boxes", "with": {"model": str(tmp_path)}}}]), tmp_path / "d"
         )
