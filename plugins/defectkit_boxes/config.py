@@ -24,8 +24,8 @@ class SmallBackboneConfig(_Options):
     head_convs: int = Field(2, ge=1, le=4, description="convolutions in each FCOS head branch (torchvision uses 4)")
 
 
-class BoxTrainConfig(_Options):
-    """Train a torchvision box detector on the boxes of the recipe's data."""
+class DetectorOptions(_Options):
+    """The torchvision detector and how it trains: shared by ``torchvision_boxes`` and ``box_compare``."""
 
     model: str = Field(
         "fasterrcnn_resnet50_fpn",
@@ -41,9 +41,6 @@ class BoxTrainConfig(_Options):
     small: SmallBackboneConfig = Field(default_factory=SmallBackboneConfig, description="fcos_small's backbone")
     image_size: int = Field(512, ge=32, le=2048, description="images are resized to this square size for the model")
     classes: list[str] | None = Field(None, description="the box classes in order; none: every box label found")
-    train_split: str = Field("train", description="split the detector trains on")
-    val_split: str | None = Field("val", description="split scored (map50) after each epoch; none or empty: none")
-    epochs: int = Field(20, ge=1, description="passes over the training images")
     batch_size: int = Field(8, ge=1, description="images per optimizer step (shared out between processes)")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate: linear warm-up, then cosine decay to zero")
     warmup_steps: int = Field(50, ge=0, description="optimizer steps of linear learning-rate warm-up")
@@ -51,9 +48,35 @@ class BoxTrainConfig(_Options):
     hflip: bool = Field(True, description="flip half the training images (and their boxes) left to right")
     vflip: bool = Field(False, description="flip half of them top to bottom as well (steel has no up or down)")
     include_good: bool = Field(True, description="train on images without defects too (as images with no boxes)")
-    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints (the last epoch always saves)")
     log_every: int = Field(10, ge=1, description="optimizer steps between loss points on the curves")
     cpu_threads: int | None = Field(None, ge=1, description="torch threads on a CPU; none: torch's default")
+
+
+class BoxTrainConfig(DetectorOptions):
+    """Train a torchvision box detector on the boxes of the recipe's data."""
+
+    train_split: str = Field("train", description="split the detector trains on")
+    val_split: str | None = Field("val", description="split scored (map50) after each epoch; none or empty: none")
+    epochs: int = Field(20, ge=1, description="passes over the training images")
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints (the last epoch always saves)")
+
+
+class BoxCompareConfig(DetectorOptions):
+    """The same detector trained on real images, then on real + generated ones, over seeds: the map50 gain."""
+
+    steps: int = Field(
+        300, ge=1, description="optimizer steps per training, the same for both arms (so only the data differs)"
+    )
+    seeds: list[int] = Field(
+        [0, 1, 2], min_length=2, description="one paired comparison per seed (same initial weights for both arms)"
+    )
+    train_split: str = Field("train", description="the real training images")
+    eval_split: str = Field("test", description="held-out real images both arms are scored on (map50)")
+    real_per_class: int | None = Field(None, ge=1, description="at most this many real training images per class")
+    generated_per_class: int | None = Field(None, ge=1, description="at most this many generated images per class")
+    min_box_pixels: int = Field(
+        4, ge=1, description="a generated mask's connected region becomes a box from this many pixels on"
+    )
 
 
 class BoxDetectConfig(_Options):
@@ -121,3 +144,18 @@ class YoloTrainConfig(_Options):
         default_factory=dict,
         description="further ultralytics train arguments (mosaic, hsv_h, close_mosaic, optimizer ...), checked by ultralytics",
     )
+
+
+class ClassificationAccuracyConfig(_Options):
+    """A classifier trained on real images labels the generated ones: the share labelled as intended."""
+
+    train_split: str = Field("train", description="real labelled images the classifier trains on")
+    eval_split: str | None = Field(
+        "test", description="held-out real images it is also scored on (real_accuracy); none or empty: skip"
+    )
+    image_size: int = Field(64, ge=16, le=512, description="images are resized to this square size")
+    steps: int = Field(300, ge=1, description="optimizer steps (AdamW, cosine decay)")
+    batch_size: int = Field(32, ge=1, description="images per optimizer step")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
+    include_good: bool = Field(False, description="keep normal ('good') images as a class")
+    seed: int | None = Field(None, description="the classifier's initialisation and batches; none: the recipe seed")

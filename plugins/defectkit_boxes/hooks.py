@@ -23,6 +23,14 @@ def defectkit_trainers() -> list[Component]:
         ),
         Component(
             kind="trainer",
+            name="box_compare",
+            factory="defectkit_boxes.compare:BoxCompare",
+            config="defectkit_boxes.config:BoxCompareConfig",
+            summary="closes the loop for boxes: one detector on real images, then real + generated (boxes from their masks), over seeds; the map50 gain with its 95% interval",
+            requires=(*_TORCHVISION, "torchmetrics>=1.6", "pycocotools>=2.0.11", "scipy>=1.12"),
+        ),
+        Component(
+            kind="trainer",
             name="yolo",
             factory="defectkit_boxes.yolo:YoloTrainer",
             config="defectkit_boxes.config:YoloTrainConfig",
@@ -72,5 +80,13 @@ def defectkit_metrics() -> list[Component]:
             config="defectkit_boxes.config:DetectionAccuracyConfig",
             summary="share of generated images in which a detector trained on real images finds the intended defect",
             requires=_METRICS,
+        ),
+        Component(
+            kind="metric",
+            name="classification_accuracy_score",
+            factory="defectkit_boxes.classify:ClassificationAccuracyMetric",
+            config="defectkit_boxes.config:ClassificationAccuracyConfig",
+            summary="share of generated images a classifier trained on real images labels as their intended class",
+            requires=("torch>=2.2",),
         ),
     ]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from defectkit.errors import DataError
-from defectkit_boxes.config import SMALL_MODEL, BoxTrainConfig
+from defectkit_boxes.config import SMALL_MODEL, BoxTrainConfig, DetectorOptions
 from defectkit_boxes.models import (
     FORMAT,
     build_model,
@@ -69,6 +69,51 @@ def _augment(image: torch.Tensor, boxes: torch.Tensor, hflip: bool, vflip: bool,
     return image, boxes.reshape(-1, 4)
 
 
+def model_meta(c: DetectorOptions, classes: list[str]) -> dict[str, Any]:
+    """What ``model.json`` records: enough to rebuild the architecture with random weights."""
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "model": c.model,
+        "weights": c.weights,
+        "weights_backbone": c.weights_backbone,
+        "classes": classes,
+        "image_size": c.image_size,
+    }
+    if c.model == SMALL_MODEL:
+        meta["small"] = c.small.model_dump()
+    return meta
+
+
+def batch_inputs(data: BoxData, indices: list[int], c: DetectorOptions, flips: torch.Generator, device):
+    """The images (float in [0, 1]) and targets torchvision's detectors take in training mode."""
+    inputs, targets = [], []
+    for i in indices:
+        image, boxes = _augment(data.images[i], data.targets[i][0], c.hflip, c.vflip, flips)
+        inputs.append(image.to(device).float().div(255.0))
+        # 1-based labels: torchvision detectors keep 0 for the background
+        targets.append({"boxes": boxes.to(device), "labels": data.targets[i][1].to(device) + 1})
+    return inputs, targets
+
+
+@torch.no_grad()
+def map50_on(model, samples, classes: list[str], device, where: str) -> float:
+    """map50 of ``model`` (a torchvision detector) on ``samples``; NaN when they hold no box."""
+    from defectkit_boxes.metrics import box_metrics
+    from defectkit_boxes.models import LoadedBoxModel
+
+    model.eval()
+    set_inference(model, 0.05, 100)
+    loaded = LoadedBoxModel(model, classes, {})
+    predictions, truths = [], []
+    for start in range(0, len(samples), 16):
+        batch = samples[start : start + 16]
+        predictions += predict(loaded, [to_tensor(s.load_image()) for s in batch], device)
+        truths += [ground_truth(s, classes, where) for s in batch]
+    if not any(len(b) for b, _ in truths):
+        return float("nan")
+    return float(np.round(box_metrics(predictions, truths, classes)["map50"], 6))
+
+
 class BoxTrainer:
     """Trains on ``ctx.samples(train_split)``; hands the checkpoint folder on as the ``box_model`` artifact."""
 
@@ -87,16 +132,7 @@ class BoxTrainer:
             raise DataError(f"{where}: the split is empty; check the recipe's data: block")
         classes = box_classes(samples, c.classes, where)
         validation = ctx.samples(c.val_split) if c.val_split else []
-        meta: dict[str, Any] = {
-            "format": FORMAT,
-            "model": c.model,
-            "weights": c.weights,
-            "weights_backbone": c.weights_backbone,
-            "classes": classes,
-            "image_size": c.image_size,
-        }
-        if c.model == SMALL_MODEL:
-            meta["small"] = c.small.model_dump()
+        meta = model_meta(c, classes)
         path = ctx.step_dir / CHECKPOINT_DIR
         state = load_training_state(path) if ctx.resume else None
         if state is not None and state["classes"] != classes:
@@ -142,12 +178,7 @@ class BoxTrainer:
             totals: dict[str, float] = {}
             batches = 0
             for indices in data.batches(c.batch_size, order, accelerator.process_index, accelerator.num_processes):
-                inputs, targets = [], []
-                for i in indices:
-                    image, boxes = _augment(data.images[i], data.targets[i][0], c.hflip, c.vflip, flips)
-                    inputs.append(image.to(device).float().div(255.0))
-                    # 1-based labels: torchvision detectors keep 0 for the background
-                    targets.append({"boxes": boxes.to(device), "labels": data.targets[i][1].to(device) + 1})
+                inputs, targets = batch_inputs(data, indices, c, flips, device)
                 losses = model(inputs, targets)
                 loss = sum(losses.values())
                 optimizer.zero_grad(set_to_none=True)
@@ -165,7 +196,9 @@ class BoxTrainer:
             figures = {name: value / max(1, batches) for name, value in totals.items()}
             done = epoch + 1
             if validation and ctx.is_main_process:
-                figures["val_map50"] = self._validate(accelerator.unwrap_model(model), validation, classes, device)
+                figures["val_map50"] = map50_on(
+                    accelerator.unwrap_model(model), validation, classes, device, "torchvision_boxes (validation)"
+                )
                 ctx.log_scalar("val_map50", figures["val_map50"], done)
             ctx.logger.info(
                 "torchvision_boxes: epoch %d  %s", done, "  ".join(f"{k}={v:.4f}" for k, v in figures.items())
@@ -199,21 +232,3 @@ class BoxTrainer:
         if ctx.is_main_process:
             save_checkpoint(path, accelerator.unwrap_model(model), meta, training)
         accelerator.wait_for_everyone()
-
-    @staticmethod
-    @torch.no_grad()
-    def _validate(model, samples, classes: list[str], device) -> float:
-        from defectkit_boxes.metrics import box_metrics
-        from defectkit_boxes.models import LoadedBoxModel
-
-        model.eval()
-        set_inference(model, 0.05, 100)
-        loaded = LoadedBoxModel(model, classes, {})
-        predictions, truths = [], []
-        for start in range(0, len(samples), 16):
-            batch = samples[start : start + 16]
-            predictions += predict(loaded, [to_tensor(s.load_image()) for s in batch], device)
-            truths += [ground_truth(s, classes, "torchvision_boxes (validation)") for s in batch]
-        if not any(len(b) for b, _ in truths):
-            return float("nan")
-        return float(np.round(box_metrics(predictions, truths, classes)["map50"], 6))

@@ -100,12 +100,22 @@ class _Plugin:
         return [Component(kind="generator", name="real_as_generated", factory=f"{__name__}:RealImagesGenerator")]
 
 
-def test_detection_accuracy_of_images_with_and_without_the_defect(trained_run, register_plugin, tmp_path):
+def test_detection_and_classification_accuracy_of_images_with_and_without_the_defect(
+    trained_run, register_plugin, tmp_path
+):
     register_plugin(_Plugin(), "real-as-generated")
     options = {"model": str(trained_run / "01_train/checkpoint"), "score_threshold": 0.5, "overlays": 3}
     steps = [
         {"generate": {"use": "real_as_generated"}},
-        {"evaluate": {"use": ["detection_accuracy"], "with": {"detection_accuracy": options}}},
+        {
+            "evaluate": {
+                "use": ["detection_accuracy", "classification_accuracy_score"],
+                "with": {
+                    "detection_accuracy": options,
+                    "classification_accuracy_score": {"image_size": 32, "steps": 150},
+                },
+            }
+        },
     ]
     run_dir = run_recipe_dict(recipe(steps), tmp_path / "run")
     figures = json.loads((run_dir / "metrics.json").read_text())["evaluate"]
@@ -124,6 +134,10 @@ def test_detection_accuracy_of_images_with_and_without_the_defect(trained_run, r
     assert 0.0 <= figures["detection_mask_hit"] <= 1.0
     manifest = json.loads((run_dir / "02_evaluate/manifest.json").read_text())
     assert len(manifest["figures"]) == 3
+    # the classifier (trained on the 72 real training images) labels the same images
+    assert figures["classification_accuracy_score_images"] == 12
+    assert figures["classification_accuracy_score/scratches"] < figures["classification_accuracy_score/patches"]
+    assert 0.0 <= figures["classification_real_accuracy"] <= 1.0
 
 
 def test_resume_continues_from_the_last_epoch_and_ends_with_the_same_weights(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import pytest
 from defectkit.errors import DefectkitError
 from defectkit.testing import run_recipe_dict
 
+RECIPES = Path(__file__).resolve().parents[3] / "recipes"
 HAVE_ULTRALYTICS = importlib.util.find_spec("ultralytics") is not None
 needs_ultralytics = pytest.mark.skipif(
     not HAVE_ULTRALYTICS, reason="ultralytics (the optional extra) is not installed: pip install 'defectkit[yolo]'"
@@ -95,3 +96,40 @@ def test_a_missing_extra_names_it(monkeypatch, tmp_path):
         yolo.YoloTrainer()
     with pytest.raises(DefectkitError, match=r"pip install 'defectkit\[yolo\]'"):
         run_recipe_dict(recipe([{"detect": {"use": "yolo"}}]), tmp_path / "run")
+
+
+def test_neudet_yolo_recipe_is_valid():
+    from defectkit.plugins import get_registry
+    from defectkit.recipe import load_recipe
+
+    validated = load_recipe(RECIPES / "neudet_yolo.yaml", get_registry())
+    steps = validated.resolved["steps"]
+    assert steps[0]["train"]["use"] == ["yolo"] and steps[0]["train"]["with"]["model"] == "yolo11s.pt"
+    assert steps[1]["detect"]["use"] == ["yolo"] and steps[2]["evaluate"]["use"] == ["box_map"]
+    assert validated.resolved["data"]["split"]["val_fraction"] == 0.1
+
+
+@needs_ultralytics
+def test_neudet_yolo_recipe_runs_on_synthetic_steel_with_a_tiny_model(tmp_path, monkeypatch, no_network):
+    from defectkit.plugins import get_registry
+    from defectkit.recipe import load_recipe
+    from defectkit.run import run_recipe
+
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "ultralytics_settings"))
+    overrides = [
+        "data.format=synthetic",
+        "data.root=null",
+        "data.with={kind: neu, size: 64, n_train: 6, n_test: 2}",
+        f"steps[0].train.with.model={tiny_yaml(tmp_path)}",
+        "steps[0].train.with.offline=true",
+        "steps[0].train.with.device=cpu",
+        "steps[0].train.with.image_size=64",
+        "steps[0].train.with.epochs=1",
+        "device=cpu",
+    ]
+    validated = load_recipe(RECIPES / "neudet_yolo.yaml", get_registry(), overrides=overrides)
+    run_dir = run_recipe(validated, out=tmp_path / "run")
+    assert no_network == []
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"map50", "map50_95", "ap50/scratches"} <= set(metrics["evaluate"])
+    assert (run_dir / "report.html").is_file()
