@@ -201,3 +201,17 @@ def test_user_mistakes_are_one_line_errors(tmp_path):
         run_recipe_dict(
             recipe([{"detect": {"use": "torchvision_boxes", "with": {"model": str(tmp_path)}}}]), tmp_path / "d"
         )
+
+
+def test_the_tiny_recipe_is_valid_and_wires_the_real_detector_to_the_generated_images():
+    from pathlib import Path
+
+    from defectkit.plugins import get_registry
+    from defectkit.recipe import load_recipe
+
+    validated = load_recipe(Path(__file__).resolve().parents[3] / "recipes/neudet_detect_tiny.yaml", get_registry())
+    steps = validated.resolved["steps"]
+    assert [next(iter(s)) for s in steps] == ["train", "detect", "evaluate", "train", "generate", "evaluate", "report"]
+    assert steps[0]["train"]["with"]["model"] == "fcos_small" and steps[2]["evaluate"]["use"] == ["box_map"]
+    assert steps[5]["evaluate"]["use"] == ["detection_accuracy", "classification_accuracy_score"]
+    assert steps[5]["evaluate"]["inputs"] == {"box_model": "detector"}
