@@ -133,3 +133,48 @@ def test_neudet_yolo_recipe_runs_on_synthetic_steel_with_a_tiny_model(tmp_path, 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"map50", "map50_95", "ap50/scratches"} <= set(metrics["evaluate"])
     assert (run_dir / "report.html").is_file()
+
+
+@needs_ultralytics
+def test_yolo_resumes_from_ultralytics_last_checkpoint(tmp_path, monkeypatch, no_network):
+    from defectkit.plugins import get_registry
+    from defectkit.recipe import validate_recipe
+    from defectkit.run import run_recipe
+    from defectkit_boxes import yolo
+
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "ultralytics_settings"))
+    train = {
+        "model": str(tiny_yaml(tmp_path)),
+        "image_size": 64,
+        "epochs": 2,
+        "batch_size": 16,
+        "train_args": {"mosaic": 0.0},
+    }
+    steps = [{"train": {"use": "yolo", "with": train}}]
+    log_epochs = yolo.YoloTrainer._log_epochs
+
+    def interrupt_after_the_first_epoch(ctx, model):
+        log_epochs(ctx, model)
+
+        def stop(trainer):
+            if trainer.epoch == 0:
+                raise KeyboardInterrupt
+
+        model.add_callback("on_model_save", stop)  # after last.pt of epoch 1 is written
+
+    monkeypatch.setattr(yolo.YoloTrainer, "_log_epochs", staticmethod(interrupt_after_the_first_epoch))
+    with pytest.raises(DefectkitError, match="--resume"):
+        run_recipe_dict(recipe(steps), tmp_path / "run")
+    assert (tmp_path / "run/01_train/ultralytics/train/weights/last.pt").is_file()
+    assert not (tmp_path / "run/01_train/checkpoint").exists()
+    monkeypatch.setattr(yolo.YoloTrainer, "_log_epochs", staticmethod(log_epochs))
+    validated = validate_recipe(recipe(steps), get_registry(), source="<test>")
+    run_dir = run_recipe(validated, out=tmp_path / "run", resume=True)
+    assert no_network == []
+    log = (run_dir / "run.log").read_text()
+    assert (
+        "resuming ultralytics' training" in log
+        and "yolo: epoch 2 of 2" in log
+        and "yolo: epoch 1 of 2" not in log.split("resuming")[1]
+    )
+    assert (run_dir / "01_train/checkpoint/model.safetensors").is_file()
