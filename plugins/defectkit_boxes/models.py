@@ -28,6 +28,7 @@ META = "model.json"
 TRAINING = "training.pt"
 FORMAT = "defectkit-boxes-torchvision/1"
 YOLO_FORMAT = "defectkit-boxes-yolo/1"
+FAMILIES = ("fasterrcnn", "retinanet", "fcos")
 
 
 class SmallBackbone(nn.Module):
@@ -142,14 +143,13 @@ def build_model(meta: dict[str, Any], pretrained: bool = False) -> nn.Module:
         return _small_fcos(num_classes, size, SmallBackboneConfig(**meta.get("small", {})))
     from torchvision.models import detection, list_models
 
-    available = list_models(module=detection)
+    # the families whose class head _replace_classifier knows and whose transform takes min_size/max_size
+    available = [name for name in list_models(module=detection) if name.startswith(FAMILIES)]
     if builder not in available:
         raise DefectkitError(
-            f"torchvision_boxes: model {builder!r} is not a torchvision detection builder; choose {SMALL_MODEL} or one of "
-            + ", ".join(name for name in available if not name.startswith(("keypoint", "maskrcnn")))
+            f"torchvision_boxes: model {builder!r} is not a torchvision box detector defectkit builds; choose "
+            f"{SMALL_MODEL} or one of " + ", ".join(available)
         )
-    if builder.startswith(("keypoint", "maskrcnn")):
-        raise DefectkitError(f"torchvision_boxes: {builder} needs keypoints or masks; choose a box-only builder")
     weights = _weights_enum(builder, meta.get("weights"), backbone=False) if pretrained else None
     weights_backbone = _weights_enum(builder, meta.get("weights_backbone"), backbone=True) if pretrained else None
     kwargs = {"min_size": size, "max_size": size}
@@ -236,11 +236,15 @@ def to_tensor(image) -> torch.Tensor:
 def predict(loaded: LoadedBoxModel, images: list[torch.Tensor], device) -> list[dict[str, np.ndarray]]:
     """``uint8 [3, H, W]`` images -> per image ``boxes`` (N×4 xyxy in its pixels), ``labels`` (0-based), ``scores``."""
     outputs = loaded.model([image.to(device).float().div(255.0) for image in images])
-    return [
-        {
-            "boxes": out["boxes"].cpu().numpy().astype(np.float32),
-            "labels": out["labels"].cpu().numpy().astype(np.int64) - 1,
-            "scores": out["scores"].cpu().numpy().astype(np.float32),
-        }
-        for out in outputs
-    ]
+    results = []
+    for out in outputs:
+        # RetinaNet and FCOS score every class index with a sigmoid, the never-trained background 0 too: drop it
+        keep = (out["labels"] >= 1).cpu().numpy()
+        results.append(
+            {
+                "boxes": out["boxes"].cpu().numpy().astype(np.float32)[keep],
+                "labels": out["labels"].cpu().numpy().astype(np.int64)[keep] - 1,
+                "scores": out["scores"].cpu().numpy().astype(np.float32)[keep],
+            }
+        )
+    return results

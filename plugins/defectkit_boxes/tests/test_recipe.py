@@ -178,7 +178,8 @@ def test_user_mistakes_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match="no sample has boxes.*neu-det"):
         run_recipe_dict(recipe([{"train": {"use": "torchvision_boxes", "with": TRAIN}}], mvtec), tmp_path / "a")
     with pytest.raises(
-        DefectkitError, match="not a torchvision detection builder.*fcos_small.*fasterrcnn_resnet50_fpn"
+        DefectkitError,
+        match="not a torchvision box detector defectkit builds; choose fcos_small or one of fasterrcnn_mobilenet",
     ):
         run_recipe_dict(
             recipe([{"train": {"use": "torchvision_boxes", "with": {**TRAIN, "model": "yolov8n"}}}]), tmp_path / "b"
