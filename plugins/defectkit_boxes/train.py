@@ -132,6 +132,11 @@ class BoxTrainer:
             raise DataError(f"{where}: the split is empty; check the recipe's data: block")
         classes = box_classes(samples, c.classes, where)
         validation = ctx.samples(c.val_split) if c.val_split else []
+        if c.val_split and not validation:
+            ctx.logger.warning(
+                "torchvision_boxes: split %r is empty, so no val_map50; set data.split.val_fraction (e.g. 0.1)",
+                c.val_split,
+            )
         meta = model_meta(c, classes)
         path = ctx.step_dir / CHECKPOINT_DIR
         state = load_training_state(path) if ctx.resume else None
