@@ -59,7 +59,8 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def plugins(as_json: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="also list every component with its summary (licences, extras)")
+def plugins(as_json: bool, verbose: bool) -> None:
     """List installed plugins, their versions, hooks and components."""
     registry = get_registry()
     infos = sorted(registry.plugins.values(), key=lambda p: (p.distribution != "defectkit", p.name))
@@ -79,6 +80,15 @@ def plugins(as_json: bool) -> None:
         seconds = "-" if info.import_seconds is None else f"{info.import_seconds * 1000:.0f} ms"
         table.add_row(info.name, info.distribution, info.version, status, seconds, components or "-")
     console.print(table)
+    if verbose:
+        from defectkit.components import KINDS
+
+        details = Table(title="components", title_justify="left")
+        for column in ("kind", "name", "plugin", "summary"):
+            details.add_column(column, overflow="fold")
+        for component in sorted(registry.components(), key=lambda c: (KINDS.index(c.kind), c.name)):
+            details.add_row(component.kind, component.name, component.plugin, component.summary or "-")
+        console.print(details)
     for info in registry.failed():
         console.print(f"[red]{info.name}[/] ({info.distribution} {info.version}): ", end="")
         console.print("; ".join(info.errors), markup=False, highlight=False)

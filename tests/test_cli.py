@@ -106,3 +106,6 @@ def test_plugins_table_and_json(tmp_path):
     code, stdout, _ = cli("plugins", "--json")
     names = {p["name"] for p in json.loads(stdout)}
     assert code == 0 and names, "first-party plugins are listed"
+    code, stdout, _ = cli("plugins", "--verbose")
+    # each component's summary: where a licence or an optional extra is stated (ultralytics' AGPL-3.0)
+    assert code == 0 and "components" in stdout and "AGPL-3.0" in stdout

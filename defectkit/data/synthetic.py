@@ -43,7 +43,7 @@ class _Spec:
         return stable_seed(base, self.category, self.defect, self.split, self.index)
 
 
-def _sample(spec: _Spec, config: SyntheticConfig, with_caption: bool = False) -> Sample:
+def _sample(spec: _Spec, config: SyntheticConfig, with_caption: bool = False, with_boxes: bool = False) -> Sample:
     seed, size = spec.seed(config.seed), config.size
 
     def load() -> tuple[Image.Image, np.ndarray]:
@@ -51,8 +51,14 @@ def _sample(spec: _Spec, config: SyntheticConfig, with_caption: bool = False) ->
         return Image.fromarray(rendered.image), rendered.mask.copy()
 
     caption = _render(spec.category, spec.defect, size, seed).caption if with_caption else None
+    # one box per painted defect instance, as NEU-DET annotates (and as `data synth --kind neu` writes to VOC)
+    boxes = (
+        tuple(Box(*b, label=spec.defect) for b in _render(spec.category, spec.defect, size, seed).boxes)
+        if with_boxes
+        else ()
+    )
     return Sample(id=spec.id, split=spec.split, label=int(spec.defect != NORMAL), defect_type=spec.defect,
-                  object_class=spec.category, caption=caption, loader=load)
+                  object_class=spec.category, caption=caption, boxes=boxes, loader=load)
 
 
 def _categories(config: SyntheticConfig) -> list[str]:
@@ -89,7 +95,9 @@ def _specs(config: SyntheticConfig) -> list[_Spec]:
 def synthetic_splits(config: SyntheticConfig) -> dict[str, list[Sample]]:
     splits: dict[str, list[Sample]] = {"train": [], "test": []}
     for spec in _specs(config):
-        splits[spec.split].append(_sample(spec, config, with_caption=config.kind == "captions"))
+        splits[spec.split].append(
+            _sample(spec, config, with_caption=config.kind == "captions", with_boxes=config.kind == "neu")
+        )
     return splits
 
 

@@ -294,6 +294,25 @@ def test_synthetic_is_reproducible_and_varied():
         open_synthetic(SyntheticConfig(kind="mvtec", category="steel"))
 
 
+def test_synthetic_neu_samples_carry_the_boxes_the_voc_files_get(tmp_path):
+    """One box per painted defect, inside the image, around the mask; the same boxes `data synth` writes."""
+    from defectkit.data.configs import NEUDetConfig
+    from defectkit.data.formats import open_neu_det
+
+    samples = open_synthetic(SyntheticConfig(kind="neu", size=64, n_train=2, n_test=1)).samples("train")
+    for sample in samples:
+        mask = sample.load_mask()
+        assert sample.boxes and all(b.label == sample.defect_type for b in sample.boxes)
+        inside = np.zeros_like(mask)
+        for box in sample.boxes:
+            assert 0 <= box.x0 < box.x1 <= 64 and 0 <= box.y0 < box.y1 <= 64
+            inside[box.y0 : box.y1, box.x0 : box.x1] = True
+        assert not (mask & ~inside).any()  # every defect pixel lies in a box
+    written = open_neu_det(NEUDetConfig(root=str(write_dataset("neu", tmp_path / "neu", size=64, n_train=2, n_test=1))))
+    by_name = {Path(s.id).name: s.boxes for s in written.samples("train") + written.samples("test")}
+    assert all(by_name[Path(s.id).name] == s.boxes for s in samples)
+
+
 def test_synthetic_output_passes_check(mvtec_root, neu_root, tmp_path):
     assert check_dataset("mvtec", str(mvtec_root), None).problems == []
     assert check_dataset("neu-det", str(neu_root), None).problems == []

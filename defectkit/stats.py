@@ -1,0 +1,19 @@
+"""Small statistics every comparison of runs needs (public: plugins use them)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """The Student-t confidence interval of the mean of ``values`` (two or more), e.g. paired per-seed gains."""
+    import numpy as np
+    from scipy import stats
+
+    n = len(values)
+    if n < 2:
+        raise ValueError(f"a confidence interval needs two or more values, got {n}")
+    mean, sem = float(np.mean(values)), float(np.std(values, ddof=1)) / math.sqrt(n)
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sem
+    return mean - half, mean + half
