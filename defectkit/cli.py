@@ -105,7 +105,8 @@ def validate(recipe: str, overrides: tuple[str, ...]) -> None:
     """Check a recipe (structure, component names, options) without running it."""
     validated = _load(recipe, overrides)
     steps = ", ".join(f"{s.kind} {'+'.join(c.name for c in s.components) or ''}".strip() for s in validated.steps)
-    click.echo(f"{validated.path}: valid ({len(validated.steps)} steps: {steps})")
+    groups = f"; experiment groups: {', '.join(validated.groups)}" if validated.groups else ""
+    click.echo(f"{validated.path}: valid ({len(validated.steps)} steps: {steps}{groups})")
 
 
 @cli.command()
@@ -135,22 +136,64 @@ def run(
         click.echo(yaml.safe_dump(validated.resolved, sort_keys=False, allow_unicode=True), nl=False)
         return
     if dry_run:
-        click.echo(f"{validated.path}: valid; would run {len(validated.steps)} steps:")
-        for step in validated.steps:
-            used = ", ".join(f"{c.name} ({c.plugin})" for c in step.components)
-            click.echo(f"  {step.dirname}: {step.kind} with {used}" if used else f"  {step.dirname}: {step.kind} (built in)")
+        for name, group in (validated.groups or {"": validated}).items():
+            label = f" (experiment group {name})" if name else ""
+            click.echo(f"{validated.path}: valid; would run {len(group.steps)} steps{label}:")
+            for step in group.steps:
+                used = ", ".join(f"{c.name} ({c.plugin})" for c in step.components)
+                click.echo(f"  {step.dirname}: {step.kind} with {used}" if used else f"  {step.dirname}: {step.kind} (built in)")
         return
     from rich.console import Console
 
-    from defectkit.run import run_recipe
-
     console = None if quiet else Console(stderr=True)
     command = "defectkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if validated.groups:
+        from defectkit.experiments import run_experiments
+        from defectkit.run import default_run_dir
+
+        if resume and out is None:
+            raise DefectkitError("--resume needs --out DIR: the folder of the experiment groups to continue")
+        folder = run_experiments(
+            validated, out or default_run_dir(validated), resume=resume, console=console, command=command, verbose=verbose
+        )
+        if quiet:
+            click.echo(str(folder))
+            return
+        _show_comparison(folder)
+        return
+    from defectkit.run import run_recipe
+
     run_dir = run_recipe(validated, out=out, resume=resume, console=console, command=command, verbose=verbose)
     if quiet:
         click.echo(str(run_dir))
         return
     _show(run_dir)
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="where comparison.json/.html go")
+def compare(runs: tuple[Path, ...], out: Path) -> None:
+    """Compare finished runs side by side: comparison.json and comparison.html in --out."""
+    from defectkit.experiments import write_comparison
+
+    names: dict[str, Path] = {}
+    for run_dir in runs:
+        name = run_dir.resolve().name
+        while name in names:  # two runs with one folder name: keep both, told apart by their parents
+            name = f"{run_dir.resolve().parent.name}/{name}"
+        names[name] = run_dir
+    write_comparison(out, names)
+    _show_comparison(out)
+
+
+def _show_comparison(folder: Path) -> None:
+    from rich.console import Console
+
+    from defectkit.experiments import COMPARISON_HTML, COMPARISON_JSON, print_comparison
+
+    print_comparison(folder / COMPARISON_JSON, Console())
+    click.echo(f"comparison: {folder / COMPARISON_HTML}")
 
 
 @cli.command()

@@ -177,6 +177,8 @@ class ValidatedRecipe:
     notes: list[str] = field(default_factory=list)
     #: the ``--set`` options applied, in order (a resume must repeat them)
     overrides: tuple[str, ...] = ()
+    #: the recipe's ``experiments:`` groups, each validated as the recipe with the group's values set
+    groups: dict[str, ValidatedRecipe] = field(default_factory=dict)
 
 
 # -- reading and overrides ---------------------------------------------------------
@@ -344,8 +346,18 @@ def _config_dump(config: Any) -> Any:
 def validate_recipe(
     data: dict[str, Any], registry: Registry, source: str | Path = "<recipe>", overrides: typing.Sequence[str] = ()
 ) -> ValidatedRecipe:
-    """Apply ``overrides`` and run the three validation passes; raise RecipeError on the first problem."""
+    """Apply ``overrides`` and run the validation passes; raise RecipeError on the first problem.
+
+    A recipe with an ``experiments:`` block is validated once as written and
+    once per group (the group's values set first, then ``overrides``).
+    """
     source = str(source)
+    if "experiments" in data:
+        data = dict(data)
+        groups = _validate_groups(data.pop("experiments"), data, registry, source, overrides)
+        validated = validate_recipe(data, registry, source, overrides)
+        validated.groups = groups
+        return validated
     notes: list[str] = []
     old_data = data.get("data") if isinstance(data.get("data"), dict) else {}
     old_format, old_with = old_data.get("format"), old_data.get("with")
@@ -556,6 +568,36 @@ def applicable_options(model: type[BaseModel] | None, options: Any) -> Any:
             continue
         shown[key] = applicable_options(_submodel(info.annotation), value) if info is not None else value
     return shown
+
+
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def _validate_groups(
+    experiments: Any, data: dict[str, Any], registry: Registry, source: str, overrides: typing.Sequence[str]
+) -> dict[str, ValidatedRecipe]:
+    """Each ``experiments:`` group as its own validated recipe: the base, the group's key paths, then ``--set``."""
+    import copy
+    import json
+
+    if not isinstance(experiments, dict) or not experiments:
+        raise RecipeError(f"{source}: experiments: a mapping of group names to {{key.path: value}} mappings")
+    groups: dict[str, ValidatedRecipe] = {}
+    for name, values in experiments.items():
+        where = f"experiments.{name}"
+        if not isinstance(name, str) or not _GROUP_NAME.match(name):
+            raise RecipeError(f"{source}: {where}: a group name is letters, digits, '_', '-' or '.' (a folder name)")
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise RecipeError(f"{source}: {where}: a mapping of key paths to values, e.g. {{'steps[1].train.use': dora}}")
+        # JSON is YAML: each value goes through the same parser as a --set value
+        assignments = [f"{key}={json.dumps(value)}" for key, value in values.items()]
+        try:
+            groups[name] = validate_recipe(copy.deepcopy(data), registry, source, [*assignments, *overrides])
+        except RecipeError as exc:
+            raise RecipeError(f"{exc} (in {where})") from None
+    return groups
 
 
 def _check_paths(config: Any, source: str, prefix: list[str | int]) -> None:

@@ -33,7 +33,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -246,8 +246,11 @@ class Run:
         console: Console | None = None,
         command: str = "",
         verbose: bool = False,
+        reuse_from: Sequence[Path] = (),
     ) -> None:
         self.validated = validated
+        #: finished runs of the same experiment whose identical steps this run takes instead of recomputing
+        self.reuse_from = list(reuse_from)
         self.recipe = validated.recipe
         # absolute, so that paths steps build from step_dir stay valid whatever they are joined with
         self.run_dir = Path(run_dir).absolute()
@@ -477,6 +480,10 @@ class Run:
                     log.info("step %s: done in an earlier session, skipped", step.dirname)
                     continue
                 resumed = (self.run_dir / step.dirname).exists()
+                if not resumed and self._reuse(step):
+                    status["steps"][step.id] = "reused"
+                    self._write_status(status)
+                    continue
                 self._run_step(step, resume=self.resume and resumed)
                 status["steps"][step.id] = "done"
                 self._write_status(status)
@@ -544,6 +551,34 @@ class Run:
             words += ["--set", assignment]
         return " ".join(shlex.quote(w) for w in words)
 
+    @cached_property
+    def fingerprints(self) -> list[str]:
+        """Per step, what determines its outputs: see :func:`defectkit.experiments.step_fingerprints`."""
+        from defectkit.experiments import step_fingerprints
+
+        return step_fingerprints(self.validated.resolved)
+
+    def _reuse(self, step: ResolvedStep) -> bool:
+        """Take a finished, identical step from another run of the same experiment instead of computing it."""
+        # one process only: under accelerate launch every process would have to agree on the reuse
+        if not self.reuse_from or step.kind == "report" or world_size() > 1:
+            return False
+        from defectkit.experiments import find_identical_step, reuse_step
+
+        source = find_identical_step(self.reuse_from, step.dirname, self.fingerprints[step.index])
+        if source is None:
+            return False
+        manifest = reuse_step(source, self.run_dir, step)
+        self._done[step.id] = manifest
+        for line in (source.parent / "scalars.jsonl").read_text(encoding="utf-8").splitlines() if (
+            source.parent / "scalars.jsonl"
+        ).is_file() else []:
+            point = json.loads(line)  # the step's curves come along, for this run's report
+            if point["tag"].startswith(f"{step.id}/"):
+                self.log_scalar(point["tag"], point["value"], point["step"])
+        log.info("step %s: identical to %s in %s: reused, not recomputed", step.dirname, step.dirname, source.parent)
+        return True
+
     def _run_step(self, step: ResolvedStep, resume: bool) -> None:
         seed_everything(self.recipe.seed)
         ctx = StepContext(self, step, resume=resume)
@@ -580,6 +615,7 @@ class Run:
             "components": [{"name": c.name, "kind": c.kind, "plugin": c.plugin} for c in step.components],
             "seconds": round(seconds, 3),
             **memory.figures(),
+            "fingerprint": self.fingerprints[step.index],
             "finished": _now(),
             "artifacts": ctx._artifacts,
             "figures": ctx._figures,
@@ -752,11 +788,13 @@ def run_recipe(
     console: Console | None = None,
     command: str = "",
     verbose: bool = False,
+    reuse_from: Sequence[Path] = (),
 ) -> Path:
     """Execute ``validated`` into ``out`` (default ``runs/NAME-TIMESTAMP``).
 
     ``console``: where progress and the log are shown (``None``: run.log only).
     ``verbose``: the libraries' own warnings and progress bars on the console too.
+    ``reuse_from``: finished runs of the same experiment whose identical steps are taken, not recomputed.
     """
     if resume and out is None:
         raise RunError("--resume needs --out RUN_DIR: the run directory to continue")
@@ -769,7 +807,9 @@ def run_recipe(
 
             PartialState(cpu=use_cpu(validated.recipe.device))
             out = Path(broadcast_object_list([str(out)])[0])
-    run = Run(validated, Path(out), resume=resume, console=console, command=command, verbose=verbose)
+    run = Run(
+        validated, Path(out), resume=resume, console=console, command=command, verbose=verbose, reuse_from=reuse_from
+    )
     if int(os.environ.get("RANK", "0")) != 0:
         return run.execute()  # the launch's main process holds the lock for all of them
     with sigterm_as_interrupt(), run_folder_lock(run.run_dir, command) as lock:

@@ -228,12 +228,11 @@ class FlatGenerator:
         import time
 
         import numpy as np
+        import psutil
         from PIL import Image
 
         from defectkit.generated import GeneratedWriter
         from defectkit.resources import SAMPLE_EVERY_S
-
-        import psutil
 
         (ctx.step_dir / "rss_before.txt").write_text(str(psutil.Process().memory_info().rss))
         ballast = np.ones(40 * 2**20, np.uint8)  # touched, so resident
