@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import html
+import logging
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ from defectkit_serve.generate import GeneratorStep, find_generators, get_session
 from defectkit_serve.inspectors import INSPECTORS, Inspector, get_inspector  # noqa: E402
 from defectkit_serve.runinfo import SERVABLE_DETECTORS, RunInfo, StepInfo, read_run  # noqa: E402
 from defectkit_serve.uploads import IMAGE_SUFFIXES, UploadError, UploadLimits, open_upload  # noqa: E402
+
+log = logging.getLogger("defectkit.serve")
 
 #: the most overlays the batch gallery shows (the CSV has every image)
 BATCH_GALLERY = 24
@@ -117,10 +121,16 @@ class InspectTab:
     def inspector(self, step_id: str) -> Inspector:
         return get_inspector(self.run, self.steps[step_id], self.options.device)
 
-    def build(self) -> None:
+    def build(self, demo: gr.Blocks) -> None:
+        """The tab's components; the first detector loads in the background, so the page answers at once.
+
+        The page's load event fills in the threshold slider (range, default, where the default comes from)
+        as soon as the model is there; an image uploaded before then is scored at the saved threshold.
+        """
         first = next(iter(self.steps.values()))
-        default = self.inspector(first.id)  # loaded now: the first request must not wait for it
+        threading.Thread(target=self._warm, args=(first.id,), name="defectkit-serve-warm", daemon=True).start()
         state = gr.State(None)
+        ready = gr.State(False)  # True once the load event has put the detector's own threshold on the slider
         choices = [(_step_label(s), s.id) for s in self.steps.values()]
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=320):
@@ -139,7 +149,15 @@ class InspectTab:
                     height=140,
                     elem_id="dk-upload",
                 )
-                threshold = gr.Slider(**self._slider(default), elem_id="dk-threshold")
+                threshold = gr.Slider(
+                    minimum=0.0,
+                    maximum=1.0,
+                    value=0.0,
+                    label="Threshold",
+                    info="loading the detector ...",
+                    interactive=False,
+                    elem_id="dk-threshold",
+                )
                 verdict = gr.HTML(
                     render.message_card(
                         "Upload an image: its heat map, score and verdict appear here. Move the threshold to "
@@ -150,18 +168,18 @@ class InspectTab:
                 probabilities = gr.Label(
                     label="Class probabilities", num_top_classes=5, visible=False, elem_id="dk-classes"
                 )
-                legend = gr.HTML(self._legend(default))
+                legend = gr.HTML('<div class="dk-note">loading the detector ...</div>')
             with gr.Column(scale=7):
                 with gr.Row():
                     heat = gr.Image(
-                        label=self._heat_label(default),
+                        label="Anomaly heat map",
                         interactive=False,
                         height=420,
                         format="png",
                         elem_id="dk-overlay",
                     )
                     second = gr.Image(
-                        label=self._second_label(default),
+                        label="Second picture",
                         interactive=False,
                         height=420,
                         format="png",
@@ -180,7 +198,16 @@ class InspectTab:
 
         outputs = [state, heat, second, verdict, probabilities]
         # model events bypass gradio's unbounded queue: self.gate admits one and a few waiting, answers the rest
-        upload.change(self.inspect, [upload, model, threshold], outputs, show_progress="full", concurrency_limit=None)
+        upload.change(
+            self.inspect, [upload, model, threshold, ready], outputs, show_progress="full", concurrency_limit=None
+        )
+        demo.load(
+            self.first_load,
+            [model],
+            [threshold, ready, heat, second, legend],
+            show_progress="hidden",
+            concurrency_limit=None,
+        )
         # no model runs on a threshold move: it never waits behind another user's model request
         threshold.change(
             self.redraw, [state, threshold], [heat, verdict], show_progress="hidden", concurrency_limit=None
@@ -258,9 +285,31 @@ class InspectTab:
             self._legend(inspector),
         )
 
-    def inspect(self, path: str | None, step_id: str, threshold: float, progress=gr.Progress()):
+    def _warm(self, step_id: str) -> None:
+        try:
+            self.inspector(step_id)
+        except Exception:  # reported to the user by the load event (or the first request), which loads it again
+            log.exception("defectkit serve: loading the detector of step %s failed", step_id)
+
+    def first_load(self, step_id: str):
+        """The page's load event: the detector's own slider, labels and legend (waits for the warm-up)."""
+        try:
+            inspector = self.inspector(step_id)
+        except DefectkitError as exc:
+            raise gr.Error(str(exc)) from None
+        return (
+            gr.Slider(**self._slider(inspector), interactive=True),
+            True,
+            gr.Image(label=self._heat_label(inspector)),
+            gr.Image(label=self._second_label(inspector)),
+            self._legend(inspector),
+        )
+
+    def inspect(self, path: str | None, step_id: str, threshold: float, ready: bool = True, progress=gr.Progress()):
         if not path:
             return None, None, None, render.message_card("Upload an image."), gr.Label(visible=False)
+        if not ready:  # uploaded before the page's load event put the detector's threshold on the slider
+            threshold = self.inspector(step_id).threshold
         try:
             # decoded inside the gate too: only the admitted requests hold a full-size image in memory
             with self.gate.enter():
@@ -546,7 +595,7 @@ def header_html(run: RunInfo) -> str:
 
 
 def build_app(servable: Servable, options: ServeOptions | None = None) -> gr.Blocks:
-    """The Blocks of one run; the first detector is loaded here, so the first request does not wait for it."""
+    """The Blocks of one run; the first detector loads in the background while the page is already served."""
     options = options or ServeOptions()
     # one model request at a time for both tabs: a model on one device is not shared safely between threads
     gate = ModelGate(options.max_waiting)
@@ -557,7 +606,7 @@ def build_app(servable: Servable, options: ServeOptions | None = None) -> gr.Blo
         with gr.Tabs():
             if servable.detect_steps:
                 with gr.Tab("Inspect", id="inspect"):
-                    InspectTab(servable, options, gate).build()
+                    InspectTab(servable, options, gate).build(demo)
             if servable.generators:
                 with gr.Tab("Generate", id="generate"):
                     GenerateTab(servable, options, gate).build()

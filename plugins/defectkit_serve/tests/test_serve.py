@@ -281,3 +281,28 @@ def test_cli_refuses_a_device_the_machine_lacks(patchknn_run, capsys):
     assert line.startswith("defectkit: error: --device cuda:7: this machine has") and "use auto or cpu" in line
     line = cli_error(["serve", str(patchknn_run), "--device", "gpu"], capsys)
     assert "--device gpu: not a torch device" in line
+
+
+def test_the_page_is_built_before_the_detector_loads_and_its_load_event_brings_the_threshold(patchknn_run, monkeypatch):
+    # serve answers its first request without waiting for torch and the model: they load in the background
+    import threading
+
+    MODELS.clear()
+    release = threading.Event()
+    original = inspectors.PatchKNNInspector.__init__
+
+    def slow_load(self, *args, **kwargs):
+        assert release.wait(timeout=60), "the test never let the model load"
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(inspectors.PatchKNNInspector, "__init__", slow_load)
+    servable = find_servable(patchknn_run)
+    demo = build_app(servable, ServeOptions(device="cpu"))  # returns while the model is still held back
+    assert MODELS.loads == 0
+    release.set()
+    tab = InspectTab(servable, ServeOptions(device="cpu"))
+    slider, ready, *_ = tab.first_load(servable.detect_steps[0].id)
+    inspector = tab.inspector(servable.detect_steps[0].id)
+    assert ready is True and slider.value == pytest.approx(inspector.threshold, abs=1e-6)
+    assert MODELS.loads == 1  # the background warm-up and the load event share one load
+    demo.close()
