@@ -47,6 +47,37 @@ class PatchBackbone(nn.Module):
             return self.model.forward_features(pixels)
         return self.model(pixel_values=pixels).last_hidden_state
 
+    @torch.no_grad()
+    def cls_attention(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The last layer's attention of the CLS token to each patch, averaged over heads: ``[B, H/p, W/p]``.
+
+        DINO's attention maps (Caron et al. 2021). transformers returns attention weights only from its eager
+        attention, so the model switches to it for this call; timm's fused attention never forms the matrix,
+        so the last block computes it explicitly and its dropout's input is read (the softmax weights).
+        """
+        height, width = pixels.shape[-2] // self.patch_size, pixels.shape[-1] // self.patch_size
+        if self.spec.family == "timm":
+            attention = self.model.blocks[-1].attn
+            captured: list[torch.Tensor] = []
+            fused = getattr(attention, "fused_attn", False)
+            attention.fused_attn = False
+            hook = attention.attn_drop.register_forward_hook(lambda module, args, out: captured.append(args[0]))
+            try:
+                self.model.forward_features(pixels)
+            finally:
+                hook.remove()
+                attention.fused_attn = fused
+            weights = captured[-1]
+        else:
+            previous = self.model.config._attn_implementation
+            self.model.set_attn_implementation("eager")
+            try:
+                weights = self.model(pixel_values=pixels, output_attentions=True).attentions[-1]
+            finally:
+                self.model.set_attn_implementation(previous)
+        cls = weights[:, :, 0, self.num_prefix_tokens :].mean(dim=1)
+        return cls.reshape(pixels.shape[0], height, width)
+
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         height, width = pixels.shape[-2] // self.patch_size, pixels.shape[-1] // self.patch_size
         tokens = self.tokens(pixels)

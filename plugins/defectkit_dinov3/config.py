@@ -110,7 +110,8 @@ class MultiTaskTrainConfig(_Options):
         min_length=1,
         description="training stages in order (frozen backbone, then fine-tuning)",
     )
-    batch_size: int = Field(32, ge=1, description="images per step")
+    batch_size: int = Field(32, ge=1, description="images per micro-batch")
+    grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step (effective batch: both)")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay")
     decoder_channels: int = Field(128, ge=8, description="channels of the segmentation decoder")
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the classification heads")
@@ -133,12 +134,15 @@ class MultiTaskTrainConfig(_Options):
         description="class imbalance: inverse-frequency loss weights, a weighted sampler, or none",
     )
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="training augmentations")
-    pseudo_masks: Literal["none", "cam"] = Field(
+    pseudo_masks: Literal["none", "cam", "attention"] = Field(
         "none",
-        description="cam: from the second stage on, defective training images without a mask train the decoder "
-        "on the class activation map of their class, thresholded (weak supervision)",
+        description="from the second stage on, defective training images without a mask train the decoder on a "
+        "thresholded map (weak supervision): cam, the class activation map of their class; attention, the "
+        "backbone's last-layer CLS-to-patch self-attention (DINO's attention maps, no class needed)",
     )
-    cam_threshold: float = Field(0.5, gt=0, lt=1, description="CAM value (normalised to [0, 1]) that counts as defect")
+    cam_threshold: float = Field(
+        0.5, gt=0, lt=1, description="map value (each map normalised to [0, 1]) that counts as defect (cam, attention)"
+    )
     cache_images: bool = Field(True, description="keep decoded, resized training images in memory")
     mixed_precision: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     onnx: bool = Field(False, description="also export model.onnx next to the checkpoint (needs onnx)")
@@ -149,6 +153,11 @@ class MultiTaskPredictConfig(_Options):
 
     checkpoint: str | None = Field(
         None, description="a checkpoint folder; default: the checkpoint artifact of an earlier train step"
+    )
+    weights: Literal["last", "best"] = Field(
+        "last",
+        description="last: the final epoch; best: the epoch with the best validation accuracy (the train step "
+        "needs a validation split, data.split.val_fraction)",
     )
     batch_size: int = Field(32, ge=1, description="images per forward pass")
     mask_threshold: float = Field(0.5, gt=0, lt=1, description="defect probability above which a pixel is defect")

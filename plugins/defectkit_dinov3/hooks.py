@@ -48,7 +48,7 @@ def defectkit_trainers() -> list[Component]:
         Component(
             kind="trainer",
             name="dinov3_multitask",
-            produces=("checkpoint",),
+            produces=("checkpoint", "best_checkpoint"),
             factory="defectkit_dinov3.train:MultiTaskTrainer",
             config="defectkit_dinov3.config:MultiTaskTrainConfig",
             summary="ViT + segmentation decoder + mask-guided attention pooling; staged freeze -> fine-tune",
@@ -65,7 +65,10 @@ def defectkit_detectors() -> list[Component]:
             name="dinov3_multitask",
             produces=("predictions",),
             # not required: with.checkpoint may name one
-            consumes=(Consumes("checkpoint", producers=("dinov3_multitask",), required=False),),
+            consumes=(
+                Consumes("checkpoint", producers=("dinov3_multitask",), required=False),
+                Consumes("best_checkpoint", producers=("dinov3_multitask",), required=False),
+            ),
             factory="defectkit_dinov3.predict:MultiTaskDetector",
             config="defectkit_dinov3.config:MultiTaskPredictConfig",
             summary="classifies the test images and predicts defect masks: predictions CSV, masks, visualisations",

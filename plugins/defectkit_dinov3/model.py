@@ -102,6 +102,15 @@ class MultiTaskDefectModel(nn.Module):
         cam = (cam - low) / (high - low).clamp(min=1e-8)
         return F.interpolate(cam[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
 
+    @torch.no_grad()
+    def attention_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's CLS-to-patch attention ``[B, H, W]`` in [0, 1] at the input resolution."""
+        attention = self.backbone.cls_attention((images - self.mean) / self.std)
+        low = attention.flatten(1).min(1).values.view(-1, 1, 1)
+        high = attention.flatten(1).max(1).values.view(-1, 1, 1)
+        attention = (attention - low) / (high - low).clamp(min=1e-8)
+        return F.interpolate(attention[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+
     def set_backbone_trainable(self, trainable: bool) -> None:
         """Freeze (stage 1) or unfreeze (fine-tuning) the backbone."""
         for parameter in self.backbone.parameters():

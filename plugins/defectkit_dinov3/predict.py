@@ -190,8 +190,19 @@ class MultiTaskDetector:
         test = ctx.samples("test")
         if not test:
             raise DataError("dinov3_multitask: the test split is empty: nothing to predict")
-        path = Path(config.checkpoint) if config.checkpoint else ctx.artifact("checkpoint")
+        if config.checkpoint:
+            path = Path(config.checkpoint)
+        elif config.weights == "best":
+            path = ctx.artifact("best_checkpoint", required=False)
+            if path is None:
+                raise DefectkitError(
+                    "dinov3_multitask: weights: best, but the train step kept no best checkpoint: it had no "
+                    "validation split (set data.split.val_fraction), or use weights: last"
+                )
+        else:
+            path = ctx.artifact("checkpoint")
         loaded = load_checkpoint(path, ctx.device)
+        ctx.logger.info("dinov3_multitask: predicting with %s", path)
         writer = ResultWriter(out, loaded.classes, config.visualizations)
         batches = ctx.progress(
             _chunks(test, config.batch_size), total=len(test), description="dinov3", unit="images", size=len
@@ -208,7 +219,7 @@ class MultiTaskDetector:
                 ctx.add_figure(
                     out / entry["visualization"], f"dinov3_multitask: {entry['id']} -> {entry['prediction']}"
                 )
-        metrics = {"test_images": summary["images"]}
+        metrics = {"test_images": summary["images"], "weights": "given" if config.checkpoint else config.weights}
         if summary["accuracy"] is not None:
             metrics["accuracy"] = round(summary["accuracy"], 4)
         ctx.log_metrics(metrics)

@@ -23,6 +23,8 @@ from defectkit_dinov3.losses import DynamicWeights, UncertaintyWeights, class_we
 from defectkit_dinov3.model import MultiTaskDefectModel
 
 CHECKPOINT_DIR = "checkpoint"
+#: the epoch with the best validation accuracy (weights and model.json, no training state), beside the last
+BEST_DIR = "checkpoint_best"
 
 
 def build_backbone(config: MultiTaskTrainConfig):
@@ -63,6 +65,8 @@ class MultiTaskTrainer:
         if ctx.is_main_process:
             self._train(ctx, path)
         ctx.add_artifact("checkpoint", path)
+        if (ctx.step_dir / BEST_DIR).is_dir():
+            ctx.add_artifact("best_checkpoint", ctx.step_dir / BEST_DIR)
 
     def _train(self, ctx, path: Path) -> None:
         config = self.config
@@ -113,18 +117,20 @@ class MultiTaskTrainer:
         epoch = 0
         done = state["epoch"] if state is not None else 0
         last: dict[str, float] = {}
-        metrics_extra: dict[str, int] = {}
+        metrics_extra: dict[str, Any] = {}
+        best = state.get("best", {"val_accuracy": -1.0, "epoch": 0}) if state is not None else {"val_accuracy": -1.0, "epoch": 0}
         for stage_index, stage in enumerate(config.stages):
             stage_end = epoch + stage.epochs
             if done >= stage_end:
                 epoch = stage_end
                 continue
-            if config.pseudo_masks == "cam" and stage_index > 0:
-                pseudo = cam_pseudo_masks(model, dataset, config, device)
-                ctx.logger.info("dinov3_multitask: CAM pseudo-masks for %d images without masks", pseudo)
+            if config.pseudo_masks != "none" and stage_index > 0:
+                pseudo = pseudo_masks(model, dataset, config, device)
+                ctx.logger.info("dinov3_multitask: %s pseudo-masks for %d images without masks", config.pseudo_masks, pseudo)
                 metrics_extra["pseudo_masks"] = pseudo
             model.set_backbone_trainable(not stage.freeze_backbone)
-            optimizer, scheduler = self._optimizer(model, weighting, stage, len(loader))
+            steps_per_epoch = math.ceil(len(loader) / config.grad_accumulation)
+            optimizer, scheduler = self._optimizer(model, weighting, stage, steps_per_epoch)
             if state is not None and state.get("stage") == stage_index and done > epoch:
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
@@ -145,11 +151,16 @@ class MultiTaskTrainer:
                     last["val_accuracy"] = accuracy(model, validation, classes, config, device)
                     ctx.log_scalar("val_accuracy", last["val_accuracy"], epoch)
                 epoch += 1
+                if validation and last["val_accuracy"] > best["val_accuracy"]:
+                    # strictly better only: on a tie the earlier epoch stays (less fitted to the training set)
+                    best = {"val_accuracy": last["val_accuracy"], "epoch": epoch}
+                    save_checkpoint(ctx.step_dir / BEST_DIR, model, {**meta, "epoch": epoch, **best})
                 training = {
                     "epoch": epoch,
                     "stage": stage_index,
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
+                    "best": best,
                 }
                 if isinstance(weighting, UncertaintyWeights):
                     training["weighting"] = weighting.state_dict()
@@ -166,6 +177,8 @@ class MultiTaskTrainer:
         }
         metrics.update({k: round(v, 4) for k, v in last.items() if k in ("accuracy", "loss", "val_accuracy")})
         metrics.update(metrics_extra)
+        if validation:
+            metrics.update(best_val_accuracy=round(best["val_accuracy"], 4), best_epoch=best["epoch"])
         if config.onnx:
             from defectkit_dinov3.export import export_onnx
 
@@ -189,7 +202,9 @@ class MultiTaskTrainer:
         model.train()
         totals = Counter()
         seen = correct = 0
-        for images, masks, has_mask, targets, defects in loader:
+        batches = len(loader)
+        optimizer.zero_grad(set_to_none=True)
+        for index, (images, masks, has_mask, targets, defects) in enumerate(loader):
             images, masks, has_mask = images.to(device), masks.to(device), has_mask.to(device)
             targets, defects = targets.to(device), defects.to(device).float()
             with autocast:
@@ -204,10 +219,14 @@ class MultiTaskTrainer:
             cls_loss = cls_loss + F.binary_cross_entropy_with_logits(defect_logit, defects)
             seg_loss = segmentation_loss(mask_logits, masks, has_mask)
             loss = weighting.combine(cls_loss, seg_loss, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            # the last group of an epoch may be short: each of its micro-batches weighs 1/len(group)
+            group_start = index - index % config.grad_accumulation
+            group_size = min(config.grad_accumulation, batches - group_start)
+            (loss / group_size).backward()
+            if index - group_start == group_size - 1:
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             batch = images.shape[0]
             totals["loss"] += loss.item() * batch
             totals["classification_loss"] += cls_loss.item() * batch
@@ -221,10 +240,12 @@ class MultiTaskTrainer:
 
 
 @torch.no_grad()
-def cam_pseudo_masks(model: MultiTaskDefectModel, dataset: DefectDataset, config, device) -> int:
-    """Give every defective training image without a mask the thresholded CAM of its class; returns how many.
+def pseudo_masks(model: MultiTaskDefectModel, dataset: DefectDataset, config, device) -> int:
+    """Give every defective training image without a mask a thresholded map; returns how many.
 
-    Computed on the un-augmented image, so the pseudo-mask is augmented together with the image afterwards.
+    The map is the CAM of the image's class (``pseudo_masks: cam``) or the backbone's CLS attention
+    (``attention``). Computed on the un-augmented image, so the pseudo-mask is augmented together with
+    the image afterwards.
     """
     model.eval()
     indices = dataset.without_mask()
@@ -232,7 +253,10 @@ def cam_pseudo_masks(model: MultiTaskDefectModel, dataset: DefectDataset, config
         chunk = indices[start : start + config.batch_size]
         images = torch.stack([dataset.load(i)[0] for i in chunk]).float().div(255.0).to(device)
         classes = torch.tensor([dataset.index[dataset.samples[i].defect_type] for i in chunk], device=device)
-        cams = model.class_activation_map(images, classes).cpu()
+        if config.pseudo_masks == "attention":
+            cams = model.attention_map(images).cpu()
+        else:
+            cams = model.class_activation_map(images, classes).cpu()
         for i, cam in zip(chunk, cams, strict=True):
             dataset.pseudo_masks[i] = (cam > config.cam_threshold)[None]
     return len(indices)
