@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from defectkit.errors import DefectkitError
 from defectkit.io import write_text
 from defectkit_captions.config import CaptionOptions
-from defectkit_captions.templates import render, sample_fields, tidy
+from defectkit_captions.templates import defect_name, render, sample_fields, tidy
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -86,6 +86,7 @@ class CaptionProvider(ABC):
         self.config = config
         self.device: Any = None
         self.stats: Counter[str] = Counter()
+        self._variant_clip: Any = None  # the open_clip model ranking prompt_variants, loaded on first use
 
     # -- what a provider implements ----------------------------------------------------
 
@@ -116,30 +117,68 @@ class CaptionProvider(ABC):
             return found
         return render(self.config.default_trigger, sample_fields(sample))
 
+    def fields(self, raw: str, sample: Sample) -> dict[str, str]:
+        """What the caption template may use, for ``sample`` with the provider's text ``raw``."""
+        class_words = self.config.class_keywords.get(sample.defect_type) or [defect_name(sample.defect_type)]
+        return {
+            **sample_fields(sample),
+            "caption": raw,
+            "trigger": self.trigger(sample),
+            "keywords": ", ".join(self.config.paper_keywords),
+            "class_keywords": ", ".join(class_words),
+        }
+
     def final_caption(self, raw: str, sample: Sample) -> str:
         """``raw`` (the provider's text) put into the recipe's template."""
-        fields = {**sample_fields(sample), "caption": raw, "trigger": self.trigger(sample)}
-        return render(self.config.template, fields)
+        return render(self.config.template, self.fields(raw, sample))
 
-    def record(self, raw: str, sample: Sample) -> dict[str, Any]:
-        """One line of captions.jsonl."""
+    def record(self, raw: str, sample: Sample, image: Image.Image | None = None) -> dict[str, Any]:
+        """One line of captions.jsonl; with ``prompt_variants``, the variant CLIP finds closest to ``image``."""
         raw = tidy(raw)
-        return {
+        caption = self.final_caption(raw, sample)
+        record = {
             "id": sample.id,
             "defect_type": sample.defect_type,
             "object_class": sample.object_class,
-            "caption": self.final_caption(raw, sample),
+            "caption": caption,
             "raw": raw,
             "provider": self.name,
             "model": self.model_id,
         }
+        if self.config.prompt_variants:
+            fields = {**self.fields(raw, sample), "prompt": caption}
+            candidates = list(dict.fromkeys([caption, *(render(v, fields) for v in self.config.prompt_variants)]))
+            scores = self._rank_variants(image if image is not None else sample.load_image(), candidates)
+            record["caption"] = max(scores, key=scores.get)
+            record["variant_scores"] = {text: round(score, 5) for text, score in scores.items()}
+        return record
+
+    def _rank_variants(self, image: Image.Image, candidates: list[str]) -> dict[str, float]:
+        """CLIP image-text cosine similarity of each candidate prompt (seed 000 §2.4's ``optimize_prompt``)."""
+        import torch
+
+        from defectkit_captions.clip_rerank import load_clip
+
+        if self._variant_clip is None:
+            device = torch.device(self.device or "cpu")
+            self._variant_clip = load_clip(self.config.variant_model, device, who=f"{self.name} prompt_variants")
+        clip = self._variant_clip
+        device = next(clip.model.parameters()).device
+        image_features = clip.image_features([image], device)  # (1, D)
+        text_features = clip.text_features([[text] for text in candidates], device)  # (C, D)
+        return dict(zip(candidates, (image_features @ text_features.T)[0].tolist(), strict=True))
 
     def caption_samples(self, samples: Sequence[Sample]) -> list[dict[str, Any]]:
         """captions.jsonl records for ``samples`` without a run (skipped images are left out)."""
         records = []
         for chunk in chunks(samples, self.chunk_size):
-            raws = self.caption_images([sample.load_image() for sample in chunk], chunk)
-            records += [self.record(raw, sample) for sample, raw in zip(chunk, raws, strict=True) if raw is not None]
+            images = [sample.load_image() for sample in chunk]
+            raws = self.caption_images(images, chunk)
+            records += [
+                self.record(raw, sample, image)
+                for sample, raw, image in zip(chunk, raws, images, strict=True)
+                if raw is not None
+            ]
         return records
 
     # -- the caption step ----------------------------------------------------------------
@@ -172,12 +211,13 @@ class CaptionProvider(ABC):
         with open(partial, "a", encoding="utf-8") as handle:
             batches = chunks(todo, self.chunk_size)
             for chunk in ctx.progress(batches, total=len(todo), description=f"caption ({self.name})", unit="images", size=len):
-                raws = self.caption_images([sample.load_image() for sample in chunk], chunk)
-                for sample, raw in zip(chunk, raws, strict=True):
+                images = [sample.load_image() for sample in chunk]
+                raws = self.caption_images(images, chunk)
+                for sample, raw, image in zip(chunk, raws, images, strict=True):
                     if raw is None:
                         skipped += 1
                         continue
-                    done[sample.id] = self.record(raw, sample)
+                    done[sample.id] = self.record(raw, sample, image)
                     handle.write(jsonl_line(done[sample.id]))
                 handle.flush()
         seconds = time.perf_counter() - started

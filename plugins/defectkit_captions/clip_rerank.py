@@ -59,6 +59,25 @@ class LoadedClip:
         return features / features.norm(dim=-1, keepdim=True)
 
 
+def load_clip(spec: ClipModel, device: torch.device, dtype: str = "auto", who: str = "clip_rerank") -> LoadedClip:
+    """An open_clip model ready to score; a model that cannot be loaded is one line naming it."""
+    import open_clip
+
+    if dtype == "auto":
+        dtype = "float16" if device.type == "cuda" else "float32"
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            spec.name, pretrained=spec.pretrained, device=device, precision=_PRECISION[dtype]
+        )
+    except (RuntimeError, FileNotFoundError, ValueError) as error:
+        raise DefectkitError(
+            f"{who}: cannot load open_clip model {spec.name!r} (pretrained {spec.pretrained!r}): "
+            f'{str(error).splitlines()[0]}; `python -c "import open_clip; print(open_clip.list_pretrained())"` '
+            "lists the known pairs"
+        ) from None
+    return LoadedClip(spec, model.eval(), preprocess, open_clip.get_tokenizer(spec.name), getattr(torch, dtype))
+
+
 class ClipRerankCaptioner(CaptionProvider):
     """Captions of the ``top_k`` candidate keywords CLIP finds most similar to each image."""
 
@@ -83,27 +102,7 @@ class ClipRerankCaptioner(CaptionProvider):
     @cached_property
     def models(self) -> list[LoadedClip]:
         """The ensemble, loaded on first use."""
-        import open_clip
-
-        device = self.torch_device
-        dtype = self.config.dtype
-        if dtype == "auto":
-            dtype = "float16" if device.type == "cuda" else "float32"
-        loaded = []
-        for spec in self.config.models:
-            try:
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    spec.name, pretrained=spec.pretrained, device=device, precision=_PRECISION[dtype]
-                )
-            except (RuntimeError, FileNotFoundError, ValueError) as error:
-                raise DefectkitError(
-                    f"clip_rerank: cannot load open_clip model {spec.name!r} (pretrained {spec.pretrained!r}): "
-                    f'{str(error).splitlines()[0]}; `python -c "import open_clip; print(open_clip.list_pretrained())"` '
-                    "lists the known pairs"
-                ) from None
-            tokenizer = open_clip.get_tokenizer(spec.name)
-            loaded.append(LoadedClip(spec, model.eval(), preprocess, tokenizer, getattr(torch, dtype)))
-        return loaded
+        return [load_clip(spec, self.torch_device, self.config.dtype, self.name) for spec in self.config.models]
 
     def candidates(self, sample: Sample) -> list[str]:
         """The keywords ranked for ``sample``: its class's, then the paper keywords, without repeats."""

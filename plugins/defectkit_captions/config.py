@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from defectkit_captions.templates import CAPTION_FIELDS, INSTRUCTION_FIELDS, check_template
+from defectkit_captions.templates import CAPTION_FIELDS, INSTRUCTION_FIELDS, VARIANT_FIELDS, check_template
 from defectkit_captions.vocabulary import CLASS_KEYWORDS, CORPUS, PAPER_KEYWORDS
 
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
@@ -25,46 +25,6 @@ DEFAULT_INSTRUCTION = (
 
 def _check_instruction(template: str) -> str:
     return check_template(template, INSTRUCTION_FIELDS)
-
-
-class CaptionOptions(BaseModel):
-    """What every provider shares: which samples, and how the provider's text becomes the final caption."""
-
-    # a misspelt option is an error naming the key, never silently ignored
-    model_config = ConfigDict(extra="forbid")
-
-    split: Literal["train", "val", "test", "gen_train", "gen_eval"] = Field(
-        "train",
-        description="which samples to caption: train, val, test, or gen_train / gen_eval (the generation protocol)",
-    )
-    template: str = Field(
-        "{trigger}, {caption}",
-        description=(
-            "the final caption; placeholders {caption} (the provider's text), {trigger}, {defect_type}, "
-            "{defect_name} and {object_class}, e.g. 'a photo of {trigger} {caption}'"
-        ),
-    )
-    triggers: dict[str, str] = Field(
-        default_factory=dict,
-        description="class token or LoRA trigger per defect type, e.g. {crazing: '<crazing>'}; others use default_trigger",
-    )
-    default_trigger: str = Field(
-        "<{defect_type}>",
-        description="trigger for defect types not in `triggers`; placeholders {defect_type}, {defect_name}, {object_class}",
-    )
-    max_images: int | None = Field(
-        None, ge=1, description="caption only the first max_images samples of the split (null: all of them)"
-    )
-
-    @field_validator("template")
-    @classmethod
-    def _template(cls, value: str) -> str:
-        return check_template(value, CAPTION_FIELDS)
-
-    @field_validator("default_trigger")
-    @classmethod
-    def _default_trigger(cls, value: str) -> str:
-        return _check_instruction(value)
 
 
 class KeywordLists(BaseModel):
@@ -81,22 +41,8 @@ class KeywordLists(BaseModel):
     )
 
 
-class KeywordsConfig(CaptionOptions, KeywordLists):
-    """``keywords``: the most frequent class and paper keywords, no model (deterministic)."""
-
-    corpus: list[str] = Field(
-        default_factory=lambda: list(CORPUS),
-        description="texts in which keyword occurrences are counted to rank them (defaults: NEU-DET class descriptions)",
-    )
-    use_sample_captions: bool = Field(
-        True, description="also count occurrences in a sample's own caption, where the dataset has one"
-    )
-    class_top_k: int = Field(3, ge=0, description="how many class keywords a caption keeps, most frequent first")
-    paper_top_k: int = Field(2, ge=0, description="how many paper keywords a caption keeps, most frequent first")
-
-
 class ClipModel(BaseModel):
-    """One open_clip model of the ``clip_rerank`` ensemble."""
+    """One open_clip model (of the ``clip_rerank`` ensemble, or ranking prompt variants)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -110,6 +56,74 @@ class ClipModel(BaseModel):
         description="open_clip pretrained tag (openai, laion2b_s32b_b79k ...) or a checkpoint file; "
         "ignored for hf-hub:/local-dir: names",
     )
+
+
+class CaptionOptions(KeywordLists):
+    """What every provider shares: which samples, and how the provider's text becomes the final caption."""
+
+    # a misspelt option is an error naming the key, never silently ignored
+    model_config = ConfigDict(extra="forbid")
+
+    split: Literal["train", "val", "test", "gen_train", "gen_eval"] = Field(
+        "train",
+        description="which samples to caption: train, val, test, or gen_train / gen_eval (the generation protocol)",
+    )
+    template: str = Field(
+        "{trigger}, {caption}",
+        description=(
+            "the final caption; placeholders {caption} (the provider's text), {trigger}, {defect_type}, "
+            "{defect_name}, {object_class}, {keywords} (paper_keywords) and {class_keywords}, e.g. "
+            "'a photo of {trigger} {caption}' or seed 000's mix '{caption}, {keywords}, {class_keywords}, {trigger}'"
+        ),
+    )
+    triggers: dict[str, str] = Field(
+        default_factory=dict,
+        description="class token or LoRA trigger per defect type, e.g. {crazing: '<crazing>'}; others use default_trigger",
+    )
+    default_trigger: str = Field(
+        "<{defect_type}>",
+        description="trigger for defect types not in `triggers`; placeholders {defect_type}, {defect_name}, {object_class}",
+    )
+    max_images: int | None = Field(
+        None, ge=1, description="caption only the first max_images samples of the split (null: all of them)"
+    )
+    prompt_variants: list[str] = Field(
+        default_factory=list,
+        description="variants of the final caption ({prompt}), e.g. '{prompt}, high detail, macro photography'; "
+        "CLIP keeps the one (or the caption itself) most similar to each image (seed 000 §2.4); empty: off",
+    )
+    variant_model: ClipModel = Field(
+        default_factory=ClipModel, description="the open_clip model that ranks prompt_variants"
+    )
+
+    @field_validator("prompt_variants")
+    @classmethod
+    def _variants(cls, value: list[str]) -> list[str]:
+        return [check_template(template, VARIANT_FIELDS, required=("prompt",)) for template in value]
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return check_template(value, CAPTION_FIELDS)
+
+    @field_validator("default_trigger")
+    @classmethod
+    def _default_trigger(cls, value: str) -> str:
+        return _check_instruction(value)
+
+
+class KeywordsConfig(CaptionOptions, KeywordLists):
+    """``keywords``: the most frequent class and paper keywords, no model (deterministic)."""
+
+    corpus: list[str] = Field(
+        default_factory=lambda: list(CORPUS),
+        description="texts in which keyword occurrences are counted to rank them (defaults: NEU-DET class descriptions)",
+    )
+    use_sample_captions: bool = Field(
+        True, description="also count occurrences in a sample's own caption, where the dataset has one"
+    )
+    class_top_k: int = Field(3, ge=0, description="how many class keywords a caption keeps, most frequent first")
+    paper_top_k: int = Field(2, ge=0, description="how many paper keywords a caption keeps, most frequent first")
 
 
 class ClipRerankConfig(CaptionOptions, KeywordLists):

@@ -6,6 +6,8 @@ a recipe is validated (an unknown placeholder is an error then, not a
 
     "{trigger}, {caption}"            ->  "<crazing>, fine cracks, network of cracks"
     "a photo of {trigger} {caption}"  ->  "a photo of <crazing> fine cracks, network of cracks"
+    "{caption}, {keywords}, {class_keywords}, {trigger}"   (seed 000 §8.2: a model's caption mixed with
+                                                            the paper and class keywords and the trigger)
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ CAPTION_FIELDS: dict[str, str] = {
     "defect_type": "the defect class as the dataset names it (pitted_surface)",
     "defect_name": "the defect class in words (pitted surface)",
     "object_class": "the object or material category, empty where the dataset has none",
+    "keywords": "the paper keywords of the surface-defect literature (`paper_keywords`), comma-separated",
+    "class_keywords": "the keywords of the sample's defect type (`class_keywords`), comma-separated",
 }
+
+#: what a prompt variant (ranked by CLIP, seed 000 §2.4) may use: the final caption and everything above
+VARIANT_FIELDS: dict[str, str] = {"prompt": "the final caption", **CAPTION_FIELDS}
 
 #: what an instruction (LLaVA, vision APIs) or a CLIP scoring template may use
 INSTRUCTION_FIELDS: dict[str, str] = {

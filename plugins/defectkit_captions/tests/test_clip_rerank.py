@@ -88,3 +88,49 @@ def test_clip_rerank_caption_step(registered, tiny_clips, tmp_path):
     for line in lines:
         assert line["caption"] == f"a photo of <{line['defect_type']}> {line['raw']}"
         assert len(line["raw"].split(", ")) == 2 and line["provider"] == "clip_rerank"
+
+
+def test_the_seed_template_mixes_caption_keywords_class_keywords_and_trigger():
+    from defectkit_captions.config import KeywordsConfig
+    from defectkit_captions.keywords import KeywordCaptioner
+
+    options = KeywordsConfig(
+        template="{caption}, {keywords}, {class_keywords}, {trigger}",
+        paper_keywords=["steel surface", "industrial inspection"],
+        class_keywords={"crazing": ["fine cracks", "network of cracks"]},
+    )
+    record = KeywordCaptioner(options).record("a cracked plate", samples(1)[0])
+    assert record["caption"] == "a cracked plate, steel surface, industrial inspection, fine cracks, network of cracks, <crazing>"
+
+
+def test_prompt_variants_are_ranked_by_clip_and_the_closest_kept(tiny_clips):
+    from defectkit_captions.config import KeywordsConfig
+    from defectkit_captions.keywords import KeywordCaptioner
+
+    variants = ["{prompt}, high detail, macro photography", "{prompt}, steel defect, {defect_name}"]
+    options = KeywordsConfig(
+        prompt_variants=variants, variant_model={"name": f"local-dir:{tiny_clips[0]}", "pretrained": None}
+    )
+    captioner = KeywordCaptioner(options)
+    sample = samples(1)[0]
+    image = sample.load_image()
+    record = captioner.record("fine cracks", sample, image)
+    scores = record["variant_scores"]
+    base = captioner.final_caption("fine cracks", sample)
+    assert list(scores) == [base, f"{base}, high detail, macro photography", f"{base}, steel defect, crazing"]
+    assert record["caption"] == max(scores, key=scores.get)
+    # the scores are CLIP cosines, computed here by hand
+    clip = captioner._variant_clip
+    with torch.no_grad():
+        text = torch.nn.functional.normalize(clip.model.encode_text(clip.tokenizer(list(scores))), dim=-1)
+        picture = torch.nn.functional.normalize(clip.model.encode_image(clip.preprocess(image)[None]), dim=-1)
+    assert list(scores.values()) == pytest.approx((picture @ text.T)[0].tolist(), abs=1e-4)
+
+
+def test_a_variant_without_the_prompt_is_refused():
+    from pydantic import ValidationError
+
+    from defectkit_captions.config import KeywordsConfig
+
+    with pytest.raises(ValidationError, match=r"must contain \{prompt\}"):
+        KeywordsConfig(prompt_variants=["macro photography"])
