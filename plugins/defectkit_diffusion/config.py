@@ -113,6 +113,13 @@ class DepthConfig(ModalityConfig):
 
 
 class NormalConfig(DepthConfig):
+    normals: Literal["auto", "marigold", "depth"] = Field(
+        "auto",
+        description="marigold: a real normal estimator (diffusers' MarigoldNormalsPipeline, normals_model); depth: "
+        "normals from the gradients of the estimated depth (weight-light); auto: marigold where its weights load",
+    )
+    normals_model: str = Field("prs-eth/marigold-normals-v1-1", description="Marigold normals: hub id or local folder")
+    normals_steps: int | None = Field(None, ge=1, description="Marigold denoising steps (empty: the model's default)")
     background_threshold: float = Field(
         0.1, ge=0.0, le=1.0, description="depth (0-1) below which a pixel is background with a flat normal"
     )

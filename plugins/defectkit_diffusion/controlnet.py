@@ -33,10 +33,16 @@ CONTROLNET_IDS: dict[str, dict[str, str]] = {
         # a community SDXL soft-edge ControlNet in diffusers format (trained on DexiNed edges)
         "sdxl": "SargeZT/controlnet-sd-xl-1.0-softedge-dexined",
     },
+    # the seed's `hed` is this soft-edge ControlNet (trained on HED and PiDiNet edges)
+    "hed": {
+        "sd15": "lllyasviel/control_v11p_sd15_softedge",
+        "sdxl": "SargeZT/controlnet-sd-xl-1.0-softedge-dexined",
+    },
     "depth": {
         "sd15": "lllyasviel/control_v11f1p_sd15_depth",
         "sdxl": "diffusers/controlnet-depth-sdxl-1.0",
     },
+    # no SDXL normal-map ControlNet in diffusers format is known to us: SDXL needs `controlnet:` given
     "normal": {
         "sd15": "lllyasviel/control_v11p_sd15_normalbae",
     },
@@ -160,10 +166,10 @@ class SoftEdge(Modality):
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             if self.config.annotator != "auto":
                 raise DefectkitError(
-                    f"controlnet_modality softedge: annotator {wanted} needs controlnet_aux (pip install "
-                    f"controlnet-aux) and its weights {self.config.annotator_model!r} ({reason}); or use annotator: sobel"
+                    f"controlnet_modality {self.name}: annotator {wanted} needs controlnet_aux (pip install "
+                    f"'defectkit[hed]') and its weights {self.config.annotator_model!r} ({reason}); or use annotator: sobel"
                 ) from None
-            log.warning("softedge: HED annotator unavailable (%s); using Sobel soft edges", reason)
+            log.warning("%s: HED annotator unavailable (%s); using Sobel soft edges", self.name, reason)
             return None
 
     def control_image(self, image, size):
@@ -233,15 +239,73 @@ class Depth(Modality):
 
 
 class Normal(Depth):
-    """Surface normals derived from the estimated depth (gradients of depth, as ControlNet's MiDaS normal annotator)."""
+    """Surface normals: from Marigold's normal estimator, or from the gradients of the estimated depth.
+
+    ``normals: auto`` takes Marigold where its weights load (a warning says when they do not) and falls back
+    to depth gradients, as ControlNet's MiDaS normal annotator computes them. Marigold's unit normals are
+    written as RGB = (n + 1) / 2, its own axis convention; it was not compared with the NormalBae annotator
+    that control_v11p_sd15_normalbae was trained on (no weights can be fetched here).
+    """
 
     name = "normal"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._marigold: Any = None
+        #: the estimator actually used (marigold or depth), decided at the first image
+        self.used: str | None = None
 
     @staticmethod
     def config_class():
         return NormalConfig
 
+    def to(self, device: Any) -> Normal:
+        super().to(device)
+        if self._marigold is not None:
+            self._marigold.to(device)
+        return self
+
+    def _load_marigold(self) -> Any:
+        from diffusers import MarigoldNormalsPipeline
+
+        fix = f"give a downloaded Marigold normals folder with --set {self.set_hint.replace('.controlnet ', '.normals_model ')}=/local/folder"
+        try:
+            source = checked_source(self.config.normals_model, "model_index.json", "controlnet_modality normal: normals_model", fix)
+            pipe = load_pretrained(MarigoldNormalsPipeline, source, "controlnet_modality normal: cannot load normals_model", fix)
+        except DefectkitError:
+            if self.config.normals == "marigold":
+                raise
+            log.warning("normal: Marigold normals %s unavailable; using normals from depth gradients", self.config.normals_model)
+            return None
+        pipe.set_progress_bar_config(disable=True)
+        return pipe.to(self.device)
+
+    def marigold_normals(self, image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+        """Unit normals ``(H, W, 3)`` in [-1, 1] from Marigold, at ``size`` = (width, height)."""
+        import torch
+
+        with torch.inference_mode():
+            prediction = self._marigold(
+                image.convert("RGB").resize(size, Image.Resampling.BICUBIC),
+                num_inference_steps=self.config.normals_steps,
+                generator=torch.Generator("cpu").manual_seed(0),  # the same control image for the same input
+                output_type="np",
+            ).prediction
+        normal = np.asarray(prediction[0], dtype=np.float32)
+        return normal / np.maximum(np.linalg.norm(normal, axis=2, keepdims=True), 1e-6)
+
     def control_image(self, image, size):
+        if self.used is None:
+            self._marigold = None if self.config.normals == "depth" else self._load_marigold()
+            self.used = "marigold" if self._marigold is not None else "depth"
+        if self.used == "marigold":
+            return _rgb(self.marigold_normals(image, size) * 127.5 + 127.5)
+        return self.depth_normals(image, size)
+
+    def describe(self):
+        return {**super().describe(), "normals_used": self.used or "pending"}
+
+    def depth_normals(self, image, size):
         import cv2
 
         depth = self.depth(image, size).astype(np.float32)
@@ -263,6 +327,16 @@ def canny_modality(config: CannyConfig | None = None) -> Canny:
 
 def softedge_modality(config: SoftEdgeConfig | None = None) -> SoftEdge:
     return SoftEdge(config)
+
+
+class Hed(SoftEdge):
+    """``hed``: soft edges under the seed's name; HED (controlnet-aux) where it loads, else Sobel (annotator: auto)."""
+
+    name = "hed"
+
+
+def hed_modality(config: SoftEdgeConfig | None = None) -> Hed:
+    return Hed(config)
 
 
 def depth_modality(config: DepthConfig | None = None) -> Depth:

@@ -64,6 +64,13 @@ _MODALITIES = (
         "soft edges: HED/PiDiNet (controlnet_aux) or weight-free Sobel soft edges",
         ("opencv-python-headless>=5.0",),
     ),
+    (
+        "hed",
+        "SoftEdgeConfig",
+        "the seed's name for soft edges: the HED annotator (extra defectkit[hed]: controlnet-aux) where it loads, "
+        "else weight-free Sobel soft edges",
+        ("opencv-python-headless>=5.0",),
+    ),
     ("depth", "DepthConfig", "relative depth from a transformers depth estimator (DPT/MiDaS)", ("transformers>=5.23",)),
     (
         "normal",

@@ -303,6 +303,31 @@ def build_tiny_depth_estimator(folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
+def build_tiny_marigold_normals(folder: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random Marigold normals pipeline (diffusers ``MarigoldNormalsPipeline``) to ``folder``."""
+    import torch
+    from diffusers import DDIMScheduler, MarigoldNormalsPipeline
+    from transformers import CLIPTextModel
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    tokenizer = tiny_clip_tokenizer()
+    # Marigold's UNet sees the image latent and the noisy normals latent side by side: 8 channels in
+    unet = _tiny_unet(cross_attention_dim=32, in_channels=8, sdxl=False)
+    pipe = MarigoldNormalsPipeline(
+        unet=unet,
+        vae=_tiny_vae(),
+        scheduler=DDIMScheduler(num_train_timesteps=1000, prediction_type="v_prediction"),
+        text_encoder=CLIPTextModel(_clip_config(len(tokenizer))),
+        tokenizer=tokenizer,
+        prediction_type="normals",
+        default_denoising_steps=2,
+        default_processing_resolution=32,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
 def build_tiny_adapter(
     pipeline_folder: str | Path, folder: str | Path, defect_types: list[str], family: str = "sd15", seed: int = 0
 ) -> Path:

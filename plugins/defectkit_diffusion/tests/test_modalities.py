@@ -41,8 +41,33 @@ def test_depth_and_normal_from_a_transformers_estimator(registered, tiny_models,
         {"estimator": str(tiny_models["depth"]), "background_threshold": 0.0}
     )
     vectors = np.asarray(normal.control_image(photo, SIZE), float) / 127.5 - 1.0
+    assert normal.used == "depth"  # no Marigold weights offline: normals from the depth's gradients
     assert np.allclose(np.linalg.norm(vectors, axis=2), 1.0, atol=0.03)  # unit normals
     assert (vectors[..., 2] > 0).all()  # facing the camera
+
+
+def test_hed_is_the_seeds_name_for_soft_edges_with_the_sobel_fallback(registered, photo):
+    hed = registered.get("controlnet_modality", "hed").create({})
+    control = np.asarray(hed.control_image(photo, SIZE))
+    assert hed.used == "sobel" and control.shape == (32, 48, 3)  # no controlnet-aux weights offline
+    soft = registered.get("controlnet_modality", "softedge").create({})
+    assert np.array_equal(control, np.asarray(soft.control_image(photo, SIZE)))
+    assert hed.controlnet_source("sd15") == "lllyasviel/control_v11p_sd15_softedge"
+
+
+def test_normals_from_a_real_normal_estimator(registered, tmp_path, photo):
+    from defectkit_diffusion.testing import build_tiny_marigold_normals
+
+    folder = build_tiny_marigold_normals(tmp_path / "marigold")
+    normal = registered.get("controlnet_modality", "normal").create({"normals": "marigold", "normals_model": str(folder)})
+    control = normal.control_image(photo, SIZE)
+    assert normal.used == "marigold" and normal.describe()["normals_used"] == "marigold"
+    vectors = np.asarray(control, float) / 127.5 - 1.0
+    assert control.size == SIZE and np.allclose(np.linalg.norm(vectors, axis=2), 1.0, atol=0.03)
+    assert np.array_equal(np.asarray(control), np.asarray(normal.control_image(photo, SIZE)))  # seeded: repeatable
+    missing = registered.get("controlnet_modality", "normal").create({"normals": "marigold", "normals_model": "prs-eth/not-here"})
+    with pytest.raises(DefectkitError, match="controlnet_modality normal: cannot load normals_model"):
+        missing.control_image(photo, SIZE)
 
 
 def test_missing_estimator_is_one_line(registered, photo):
