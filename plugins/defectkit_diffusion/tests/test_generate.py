@@ -226,7 +226,7 @@ def test_recipe_mistakes_are_one_line(registered, tiny_models):
             validate_recipe(recipe([generate_step(tiny_models["sd15"], **options)]), get_registry())
 
     check(r"steps\[0\]\.generate\.with\.backend: .*did you mean 'sdxl'", backend={"use": "sdx"})
-    check(r"with\.controlnets: .*\[0\]\.use: unknown controlnet modality 'hed'", controlnets=[{"use": "hed"}])
+    check(r"with\.controlnets: .*\[0\]\.use: unknown controlnet modality 'heed'.*did you mean 'hed'", controlnets=[{"use": "heed"}])
     check(
         r"with\.scheduler: .*with\.use_karras_sigmas", scheduler={"use": "dpmpp_2m", "with": {"use_karras_sigmas": 3}}
     )
