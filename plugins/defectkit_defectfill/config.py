@@ -199,6 +199,12 @@ class DefectFillGenerateConfig(_Strict):
     steps: int = Field(50, ge=1, le=1000, description="denoising steps")
     guidance: float = Field(7.5, ge=0.0, description="classifier-free guidance scale")
     strength: float = Field(1.0, gt=0.0, le=1.0, description="how much of the masked area is re-noised")
+    latent_blending: bool = Field(
+        False,
+        description="mask-guided latent blending (seed 001 §11): after every denoising step the latents outside "
+        "the mask are replaced by the good image's latents noised to that step, so the known region steers "
+        "the defect's surroundings during sampling (the final pixel blend keeps them exact either way)",
+    )
     seed: int | None = Field(None, description="first image's seed; empty: the recipe seed")
     contact_sheet: bool = Field(True, description="write contact_sheet.png (one row per type)")
 

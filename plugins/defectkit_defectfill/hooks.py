@@ -40,3 +40,10 @@ def defectkit_generators() -> list[Component]:
             requires=_REQUIRES,
         )
     ]
+
+
+@hookimpl
+def defectkit_register_commands(cli) -> None:
+    from defectkit_defectfill.cli import defectfill_group  # click only: light
+
+    cli.add_command(defectfill_group)

@@ -42,3 +42,29 @@ def tiny_lpips_features():
     finally:
         torch.random.set_rng_state(generator_state)
     return model
+
+
+#: the import string of :func:`tiny_image_features`, for KID in the CPU-sized recipe
+FEATURES_FACTORY = "defectkit_defectfill.testing:tiny_image_features"
+
+
+def tiny_image_features():
+    """The same seeded random pyramid, global-average-pooled into one vector per image (N, 96), for FID/KID.
+
+    What the CPU recipe's KID is computed on offline (Inception weights are a download): it shows the
+    machinery and orders sets by a texture statistic, not figures comparable with the paper's KID.
+    """
+    import torch
+    from torch import nn
+
+    pyramid = tiny_lpips_features()
+
+    class Pooled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pyramid = pyramid
+
+        def forward(self, x):
+            return torch.cat([f.mean(dim=(2, 3)) for f in self.pyramid(x)], dim=1)
+
+    return Pooled().eval()

@@ -196,6 +196,10 @@ def ic_lpips(
     for defect_type in sorted(set(fake_types)):
         f_idx = [i for i, t in enumerate(fake_types) if t == defect_type]
         c_idx = [i for i, t in enumerate(centre_types) if t == defect_type]
+        if not c_idx and "+" in defect_type:
+            # a combined group (DefectFill's hole+color): its images cluster around the centres of its parts
+            parts = set(defect_type.split("+"))
+            c_idx = [i for i, t in enumerate(centre_types) if t in parts]
         if not c_idx:
             raise DefectkitError(f"IC-LPIPS: no cluster centre (training image) of defect type {defect_type!r}")
         nearest = all_pairs(fake[f_idx], centres[c_idx], distance, device, batch_size).argmin(dim=1)
