@@ -431,17 +431,37 @@ class GenerationSession:
         guidance: float | None = None,
         steps: int | None = None,
         control_image: Image.Image | None = None,
+        image: Image.Image | None = None,
+        mask: Image.Image | None = None,
     ) -> Image.Image:
-        """One image of class ``label``. ``control_image``: a real image the ControlNets' control images come from."""
+        """One image of class ``label``, the keywords ``defectkit serve``'s Generate tab passes.
+
+        ``control_image``: a real image the ControlNets' control images come from. ``image`` and ``mask``
+        (white: where the defect goes): the inputs of an inpainting backend; a text-to-image backend refuses a
+        painted mask rather than ignore it.
+        """
+        import numpy as np
+
         generator = self.generator
         config = generator.config
         if self.labels and label not in self.labels:
             raise DefectkitError(f"unknown class {label!r}; this run generates {', '.join(self.labels)}")
         if self.loaded.modalities and control_image is None:
             raise DefectkitError("this generator uses ControlNets: give a control_image (a real defect image)")
+        painted = None if mask is None else np.asarray(mask.convert("L")) > 127
+        source = None
         if self.loaded.backend.inpainting:
+            if image is None or painted is None or not painted.any():
+                raise DefectkitError("this run's backend inpaints: give a good image and paint where the defect goes")
+            from defectkit.data.sample import Sample
+
+            good = image.convert("RGB")
+            region = np.asarray(Image.fromarray(painted).resize(good.size, Image.Resampling.NEAREST))
+            source = Sample(id="upload", split="test", label=1, defect_type=label, loader=lambda: (good, region))
+        elif painted is not None and painted.any():
             raise DefectkitError(
-                "interactive generation with an inpainting backend is not supported; use a text-to-image backend"
+                "this run's backend draws whole images from the prompt: a painted region is not used; clear it, "
+                "or serve a run with an inpainting backend (sd15_inpainting, sdxl_inpainting) or defectfill"
             )
         job = Job(
             index=0,
@@ -450,6 +470,7 @@ class GenerationSession:
             negative_prompt=config.negative_prompt if negative_prompt is None else negative_prompt,
             seed=int(seed),
             guidance=generator.guidance(label) if guidance is None else float(guidance),
+            source=source,
         )
         size = generator.size(self.loaded)
         controls = None
