@@ -169,6 +169,15 @@ class InspectTab:
                     label="Class probabilities", num_top_classes=5, visible=False, elem_id="dk-classes"
                 )
                 legend = gr.HTML('<div class="dk-note">loading the detector ...</div>')
+                # seed 003's interface: DeCo-Diff's sampling, shown for decodiff steps only
+                with gr.Accordion("Sampling (DeCo-Diff)", open=False, visible=False) as sampling_box:
+                    gated = gr.Checkbox(label="gated fusion (the DoD gate map)", value=False, elem_id="dk-gated")
+                    sample_steps = gr.Slider(1, 50, value=5, step=1, label="DDIM correction steps", elem_id="dk-steps")
+                    start_t = gr.Slider(1, 9, value=5, step=1, label="start step", elem_id="dk-start")
+                    gr.HTML(
+                        '<div class="dk-note">The threshold was chosen with the run\'s settings: other settings '
+                        "move the scores, so read the verdict with care.</div>"
+                    )
             with gr.Column(scale=7):
                 with gr.Row():
                     heat = gr.Image(
@@ -198,13 +207,18 @@ class InspectTab:
 
         outputs = [state, heat, second, verdict, probabilities]
         # model events bypass gradio's unbounded queue: self.gate admits one and a few waiting, answers the rest
+        sampling = [gated, sample_steps, start_t]
         upload.change(
-            self.inspect, [upload, model, threshold, ready], outputs, show_progress="full", concurrency_limit=None
+            self.inspect,
+            [upload, model, threshold, ready, *sampling],
+            outputs,
+            show_progress="full",
+            concurrency_limit=None,
         )
         demo.load(
             self.first_load,
             [model],
-            [threshold, ready, heat, second, legend],
+            [threshold, ready, heat, second, legend, sampling_box, *sampling],
             show_progress="hidden",
             concurrency_limit=None,
         )
@@ -215,7 +229,7 @@ class InspectTab:
         model.change(
             self.switch,
             [model],
-            [threshold, state, heat, second, verdict, probabilities, legend],
+            [threshold, state, heat, second, verdict, probabilities, legend, sampling_box, *sampling],
             concurrency_limit=None,
         )
         score_folder.click(
@@ -283,6 +297,21 @@ class InspectTab:
             render.message_card("Detector changed: upload an image."),
             gr.Label(value=None, visible=False),
             self._legend(inspector),
+            *self._sampling(inspector),
+        )
+
+    @staticmethod
+    def _sampling(inspector: Inspector) -> tuple:
+        """The sampling accordion and its three controls, at the run's values (hidden without sampling options)."""
+        options = inspector.sampling()
+        if not options:
+            return gr.Accordion(visible=False), gr.Checkbox(), gr.Slider(), gr.Slider()
+        top = max(1, getattr(inspector, "max_start", options["start_t"]))
+        return (
+            gr.Accordion(visible=True),
+            gr.Checkbox(value=options.get("fusion") == "gated", visible="fusion" in options),
+            gr.Slider(value=options["sample_steps"]),
+            gr.Slider(maximum=top, value=min(options["start_t"], top)),
         )
 
     def _warm(self, step_id: str) -> None:
@@ -303,9 +332,20 @@ class InspectTab:
             gr.Image(label=self._heat_label(inspector)),
             gr.Image(label=self._second_label(inspector)),
             self._legend(inspector),
+            *self._sampling(inspector),
         )
 
-    def inspect(self, path: str | None, step_id: str, threshold: float, ready: bool = True, progress=gr.Progress()):
+    def inspect(
+        self,
+        path: str | None,
+        step_id: str,
+        threshold: float,
+        ready: bool = True,
+        gated: bool | None = None,
+        sample_steps: float | None = None,
+        start_t: float | None = None,
+        progress=gr.Progress(),
+    ):
         if not path:
             return None, None, None, render.message_card("Upload an image."), gr.Label(visible=False)
         if not ready:  # uploaded before the page's load event put the detector's threshold on the slider
@@ -313,7 +353,7 @@ class InspectTab:
         try:
             # decoded inside the gate too: only the admitted requests hold a full-size image in memory
             with self.gate.enter():
-                analysis = self._analyse_upload(path, step_id, progress)
+                analysis = self._analyse_upload(path, step_id, progress, _sampling_options(gated, sample_steps, start_t))
         except (UploadError, Busy) as exc:
             return None, None, None, render.message_card(str(exc), "error"), gr.Label(visible=False)
         state = {"analysis": analysis, "step": step_id}
@@ -321,11 +361,15 @@ class InspectTab:
         probabilities = gr.Label(value=analysis.probabilities or None, visible=bool(analysis.probabilities))
         return state, heat, render.second_picture(analysis), verdict, probabilities
 
-    def _analyse_upload(self, path: str, step_id: str, progress):
+    def _analyse_upload(self, path: str, step_id: str, progress, sampling: dict | None = None):
         # a function of its own: the full-size image is freed when it returns, before the gate releases memory
         image = open_upload(path, self.options.limits)
         progress(0.1, desc="loading the detector (first request only)")
         inspector = self.inspector(step_id)
+        try:
+            inspector.set_sampling(sampling or {})  # inside the gate: no other request uses the model meanwhile
+        except DefectkitError as exc:
+            raise UploadError(str(exc)) from None
         progress(0.4, desc=f"scoring with {inspector.title}")
         return inspector.analyse([image], [Path(path).name])[0]
 
@@ -370,6 +414,7 @@ class InspectTab:
         if not images:
             return [], refused
         inspector = self.inspector(step_id)
+        inspector.set_sampling({})  # a batch is scored as the run scored its test images
         analyses = []
         for start in progress.tqdm(range(0, len(images), 8), desc=f"scoring {len(images)} images"):
             analyses += inspector.analyse(images[start : start + 8], names[start : start + 8])
@@ -507,6 +552,18 @@ class GenerateTab:
             raise gr.Error(str(exc)) from None
         used = f"{html.escape(label)}, seed {int(seed or 0)}" + (", inpainted in the painted region" if mask else "")
         return picture, f'<div class="dk-note">{entry.name}: {used}</div>', gr.Dropdown(choices=known, value=label)
+
+
+def _sampling_options(gated: bool | None, sample_steps: float | None, start_t: float | None) -> dict:
+    """The Inspect tab's sampling controls as detect options (``None``: the run's own value)."""
+    options: dict = {}
+    if gated is not None:
+        options["fusion"] = "gated" if gated else "geometric"
+    if sample_steps is not None:
+        options["sample_steps"] = int(sample_steps)
+    if start_t is not None:
+        options["start_t"] = int(start_t)
+    return options
 
 
 def _editor_image_and_mask(editor: dict | None):

@@ -62,6 +62,13 @@ class Inspector:
     def analyse(self, images: Sequence[Image.Image], names: Sequence[str]) -> list[Analysis]:
         raise NotImplementedError
 
+    #: options the UI may change per request (name -> the run's value); empty: none
+    def sampling(self) -> dict[str, Any]:
+        return {}
+
+    def set_sampling(self, options: dict[str, Any]) -> None:
+        """Use ``options`` (keys of :meth:`sampling`) for the next requests; called inside the model gate."""
+
 
 def _no_grad(method: Callable) -> Callable:
     """``torch.no_grad()`` imported when a model first runs: serve starts without importing torch (3 s)."""
@@ -112,10 +119,32 @@ class DecoDiffInspector(Inspector):
         from defectkit_decodiff.infer import load_run_scorer
 
         self.scorer, saved = load_run_scorer(run.run_dir, device=device, step=step.path)
+        self._run_config = self.scorer.config  # what the run detected with; the UI's changes start from it
         self.threshold = float(saved["threshold"])
         self.threshold_source = f"{saved.get('method', 'saved')} on {saved.get('source', 'the run')}"
         self.score_range = _slider_range(self.threshold, _step_scores(step)[1])
         self.heat_range = (0.0, 2 * self.threshold if self.threshold > 0 else 1.0)  # as `defectkit detect`
+
+    def sampling(self) -> dict[str, Any]:
+        """The seed's interface: the gated fusion (where the UNet has a DoD gate), DDIM steps and start step."""
+        config = self._run_config
+        options: dict[str, Any] = {"sample_steps": config.sample_steps, "start_t": config.start_t}
+        if self.scorer.checkpoint.config.dod_gate:
+            options["fusion"] = config.fusion
+        return options
+
+    @property
+    def max_start(self) -> int:
+        return int(self.scorer.checkpoint.config.diffusion_steps) - 1
+
+    def set_sampling(self, options: dict[str, Any]) -> None:
+        from defectkit_decodiff.detector import AnomalyScorer
+
+        wanted = {k: v for k, v in options.items() if k in self.sampling() and v is not None}
+        config = self._run_config.model_copy(update=wanted)
+        if config != self.scorer.config:  # the same checkpoint and latent codec: only the sampling differs
+            scorer = self.scorer
+            self.scorer = AnomalyScorer(scorer.checkpoint, config, scorer.device, codec=scorer.codec)
 
     @_no_grad
     def analyse(self, images: Sequence[Image.Image], names: Sequence[str]) -> list[Analysis]:

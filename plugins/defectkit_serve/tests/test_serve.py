@@ -306,3 +306,37 @@ def test_the_page_is_built_before_the_detector_loads_and_its_load_event_brings_t
     assert ready is True and slider.value == pytest.approx(inspector.threshold, abs=1e-6)
     assert MODELS.loads == 1  # the background warm-up and the load event share one load
     demo.close()
+
+
+def test_decodiff_sampling_controls_change_the_scores_and_come_back_to_the_runs(tmp_path, carpet_images):
+    # seed 003's interface: the DDIM steps and the start step of the deviation correction, per request
+    from defectkit_serve.app import _sampling_options
+
+    train = {"latent": "pixel", "pixel_patch": 2, "image_size": 32, "crop_size": 32, "model_size": "XS",
+             "model_channels": 16, "num_heads": 2, "context_dim": 8, "channel_mult": [1, 2],
+             "attention_resolutions": [2], "steps": 2, "batch_size": 4, "warmup_steps": 1}
+    run = run_recipe_dict(
+        {
+            "version": 1, "name": "dd", "device": "cpu",
+            "data": {"format": "mvtec", "root": str(carpet_images), "category": "carpet"},
+            "steps": [{"train": {"use": "decodiff", "with": train}}, {"detect": {"use": "decodiff"}}],
+        },
+        tmp_path / "run",
+    )
+    MODELS.clear()
+    servable = find_servable(run)
+    tab = InspectTab(servable, ServeOptions(device="cpu"))
+    step_id = servable.detect_steps[0].id
+    inspector = tab.inspector(step_id)
+    assert inspector.sampling() == {"sample_steps": 5, "start_t": 5}  # no DoD gate trained: no fusion switch
+    box, gated, steps, start = tab._sampling(inspector)
+    assert box.visible and gated.visible is False and steps.value == 5 and start.maximum == 9
+    image = next((carpet_images / "carpet" / "test").glob("[!g]*/000.png"))
+    base = tab.inspect(str(image), step_id, inspector.threshold)[0]["analysis"].score
+    changed = tab.inspect(str(image), step_id, inspector.threshold, True, None, 2, 8)[0]["analysis"].score
+    assert inspector.scorer.config.sample_steps == 2 and inspector.scorer.config.start_t == 8
+    assert changed != base
+    again = tab.inspect(str(image), step_id, inspector.threshold, True, None, 5, 5)[0]["analysis"].score
+    assert again == pytest.approx(base)
+    assert _sampling_options(True, 3, 4) == {"fusion": "gated", "sample_steps": 3, "start_t": 4}
+    MODELS.clear()
