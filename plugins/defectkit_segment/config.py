@@ -76,8 +76,8 @@ class CopyPasteConfig(BaseModel):
     feather: float = Field(
         2.0,
         ge=0,
-        description="pixels over which the paste fades in from the mask's edge (alpha feathering inside the mask, "
-        "so no hard seam and no pixel changes outside the mask); 0: a hard cut",
+        description="width in pixels of the ring around the defect, cut from its own surroundings, over which the "
+        "paste fades out (alpha feathering: no hard seam; the defect's pixels themselves are pasted whole); 0: a hard cut",
     )
     placement: Literal["auto", "anywhere", "foreground"] = Field(
         "auto",

@@ -3,13 +3,17 @@
 Each image is a good image with one real defect pasted in: the defect is cut
 out of a real defective image by its mask, scaled, rotated and flipped at
 random, placed at random (inside the object's foreground for object
-categories), and blended with an alpha that rises from 0 at the mask's edge to
-1 ``feather`` pixels inside it. The alpha is zero outside the mask, so the
-written mask is exactly the set of pixels that changed, and there is no seam.
+categories), and blended: every pixel of the mask is the defect's own pixel
+(alpha 1), and a ring of ``feather`` pixels around it, cut from the defect's
+own surroundings in the source image, fades from 1 to 0. The ring is defect-free
+texture, so the written mask (the defect's pixels) stays the exact label, and
+there is no seam. (Feathering *inside* the mask instead would fade thin defects
+such as cuts and threads to ghosts that the mask still calls defects.)
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -42,8 +46,12 @@ def foreground(image: np.ndarray, threshold: float) -> np.ndarray:
     return labels == (int(np.argmax(sizes)) + 1)
 
 
-def cut(sample: Sample, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The defect's bounding box (RGB and mask) of ``sample``, its image resized to ``size`` first."""
+def cut(sample: Sample, size: tuple[int, int], margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The defect's bounding box grown by ``margin``, as RGBA and mask, of ``sample`` resized to ``size`` first.
+
+    The alpha channel marks pixels that exist (255): rotation and a box clipped at the image's
+    border leave pixels that are not part of the source, and those are never pasted.
+    """
     image = sample.load_image()
     mask = sample.load_mask()
     if mask is None or not mask.any():
@@ -52,12 +60,15 @@ def cut(sample: Sample, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         image = image.resize(size, Image.BILINEAR)
         mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 127
     rows, cols = np.nonzero(mask)
-    box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
-    return np.asarray(image)[box], mask[box]
+    box = (
+        slice(max(0, rows.min() - margin), rows.max() + 1 + margin),
+        slice(max(0, cols.min() - margin), cols.max() + 1 + margin),
+    )
+    return np.asarray(image.convert("RGBA"))[box], mask[box]
 
 
 def jitter(patch: np.ndarray, mask: np.ndarray, config: CopyPasteConfig, rng: np.random.Generator):
-    """Scale, rotate and flip a cut-out defect and its mask together."""
+    """Scale, rotate and flip a cut-out defect (RGBA) and its mask together."""
     scale = rng.uniform(*config.scale)
     h, w = mask.shape
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -76,13 +87,13 @@ def jitter(patch: np.ndarray, mask: np.ndarray, config: CopyPasteConfig, rng: np
 
 
 def alpha_of(mask: np.ndarray, feather: float) -> np.ndarray:
-    """0 outside the mask, rising linearly to 1 at ``feather`` pixels inside it."""
+    """1 on the mask, falling linearly to 0 at ``feather`` + 1 pixels outside it."""
     if feather <= 0:
         return mask.astype(np.float32)
     from scipy import ndimage
 
-    inside = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    return np.clip(inside / feather, 0.0, 1.0).astype(np.float32) * mask
+    outside = ndimage.distance_transform_edt(~mask)
+    return np.clip((feather + 1.0 - outside) / (feather + 1.0), 0.0, 1.0).astype(np.float32)
 
 
 def paste(
@@ -94,38 +105,43 @@ def paste(
     rng: np.random.Generator,
     tries: int = 50,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Paste ``patch`` where ``mask`` is set into ``good`` at a random place; returns (image, mask).
+    """Paste ``patch`` (RGB, or RGBA whose alpha marks existing pixels) into ``good`` at a random place.
 
-    With ``allowed`` (the foreground), a place where the whole defect lies inside
-    it is searched for; failing that, the place covering most of it is taken and
-    the defect is clipped to the foreground, so nothing lands outside it.
+    Returns the image and the mask of the defect's pixels in it. With ``allowed``
+    (the foreground), a place where the whole defect lies inside it is searched
+    for; failing that, the place covering most of it is taken and the paste
+    (defect and ring) is clipped to the foreground, so nothing lands outside it.
     """
-    height, width = mask.shape[0], good.shape[1]
-    if mask.shape[0] > good.shape[0] or mask.shape[1] > width:
+    if patch.shape[-1] == 3:
+        patch = np.concatenate([patch, np.full(patch.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    if mask.shape[0] > good.shape[0] or mask.shape[1] > good.shape[1]:
         # a defect bigger than the image (a large scale of a large defect): crop it to the image
-        mask, patch = mask[: good.shape[0], :width], patch[: good.shape[0], :width]
-        height = mask.shape[0]
-    best, best_inside = None, -1.0
+        mask, patch = mask[: good.shape[0], : good.shape[1]], patch[: good.shape[0], : good.shape[1]]
+    height, width = mask.shape
+    best, best_inside = (0, 0), -1.0
     for _ in range(tries):
         top = int(rng.integers(0, good.shape[0] - height + 1))
-        left = int(rng.integers(0, width - mask.shape[1] + 1))
+        left = int(rng.integers(0, good.shape[1] - width + 1))
         if allowed is None:
             best = (top, left)
             break
-        inside = float(allowed[top : top + height, left : left + mask.shape[1]][mask].mean())
+        inside = float(allowed[top : top + height, left : left + width][mask].mean()) if mask.any() else 0.0
         if inside > best_inside:
             best, best_inside = (top, left), inside
         if inside == 1.0:
             break
     top, left = best
+    where = (slice(top, top + height), slice(left, left + width))
     placed = np.zeros(good.shape[:2], dtype=bool)
-    placed[top : top + height, left : left + mask.shape[1]] = mask
-    canvas = np.zeros_like(good)
-    canvas[top : top + height, left : left + mask.shape[1]] = patch
+    placed[where] = mask
+    canvas = np.zeros(good.shape[:2] + (4,), np.uint8)
+    canvas[where] = patch
+    keep = canvas[..., 3] > 250  # pixels of the source, not the corners rotation added
     if allowed is not None:
-        placed &= allowed
-    alpha = alpha_of(placed, feather)[..., None]
-    out = good.astype(np.float32) * (1 - alpha) + canvas.astype(np.float32) * alpha
+        keep &= allowed
+    placed &= keep
+    alpha = (alpha_of(placed, feather) * keep)[..., None]
+    out = good.astype(np.float32) * (1 - alpha) + canvas[..., :3].astype(np.float32) * alpha
     return np.clip(np.round(out), 0, 255).astype(np.uint8), placed
 
 
@@ -167,7 +183,7 @@ class CopyPaste:
                     f"copy_paste: found no foreground in {good.image_path or good.id}; "
                     "lower foreground_threshold or set placement: anywhere"
                 )
-            patch, mask = jitter(*cut(source, (target.shape[1], target.shape[0])), c, rng)
+            patch, mask = jitter(*cut(source, (target.shape[1], target.shape[0]), math.ceil(c.feather) + 1), c, rng)
             image, placed = paste(target, patch, mask, allowed, c.feather, rng)
             writer.add(
                 Image.fromarray(image),

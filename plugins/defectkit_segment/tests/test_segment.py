@@ -77,17 +77,23 @@ def test_paste_without_feather_copies_the_defect_pixels_exactly():
     assert placed[top : top + 6, left : left + 5][mask].all()
 
 
-def test_feathering_changes_pixels_only_inside_the_mask_and_fades_in():
+def test_feathering_pastes_the_defect_whole_and_fades_out_in_a_ring_around_it():
+    from scipy import ndimage
+
     rng = np.random.default_rng(1)
     good = np.full((40, 40, 3), 50, np.uint8)
-    patch = np.full((12, 12, 3), 250, np.uint8)
-    mask = np.ones((12, 12), bool)
+    patch = np.full((14, 14, 3), 150, np.uint8)  # the defect's surroundings in its source image
+    patch[4:10, 4:10] = 250  # the defect
+    mask = np.zeros((14, 14), bool)
+    mask[4:10, 4:10] = True
     image, placed = paste(good, patch, mask, None, feather=3.0, rng=rng)
+    assert placed.sum() == 36 and (image[placed] == 250).all()  # every defect pixel, unfaded
     changed = (image != good).any(-1)
-    assert changed.sum() > 0 and not (changed & ~placed).any()
-    alpha = alpha_of(placed, 3.0)
-    assert alpha[placed].min() < 0.5 < alpha[placed].max() == 1.0  # a ramp, no hard seam
-    assert (image[alpha == 1.0] == 250).all()
+    ring = changed & ~placed
+    assert ring.any() and not (ring & (ndimage.distance_transform_edt(~placed) > 4)).any()
+    ramp = image[ring][:, 0]
+    assert ramp.min() < 100 < ramp.max() <= 150  # a fade from the surroundings into the good image: no seam
+    assert alpha_of(placed, 3.0)[placed].min() == 1.0
 
 
 def test_paste_on_an_object_stays_inside_its_foreground():
@@ -100,12 +106,14 @@ def test_paste_on_an_object_stays_inside_its_foreground():
     assert (allowed == disc).mean() > 0.98
     # a defect too large for the disc: it is clipped, never pasted on the background
     patch = np.full((36, 36, 3), 90, np.uint8)
-    image, placed = paste(good, patch, np.ones((36, 36), bool), allowed, feather=1.0, rng=rng)
+    image, placed = paste(good, patch, np.ones((36, 36), bool), allowed, feather=2.0, rng=rng)
     assert placed.any() and not (placed & ~allowed).any()
     assert (image[~allowed] == 0).all()
 
 
 def test_copy_paste_generator_on_an_object_category(tmp_path):
+    from scipy import ndimage
+
     from defectkit.generated import read_generated, read_metadata
 
     data = {**DATA, "category": "bottle"}
@@ -128,7 +136,10 @@ def test_copy_paste_generator_on_an_object_category(tmp_path):
         image, mask = np.asarray(sample.load_image()), sample.load_mask()
         assert mask.any()
         assert not (mask & ~foreground(good, 30.0)).any()  # nothing pasted outside the bottle
-        assert ((image != good).any(-1) <= mask).all()  # the mask covers every changed pixel
+        changed = (image != good).any(-1)
+        assert changed[mask].mean() > 0.5  # the mask is where the defect went
+        near = ndimage.distance_transform_edt(~mask) <= 3  # feather 2: the ring is at most 3 px wide
+        assert not (changed & ~near).any() and not (changed & ~foreground(good, 30.0)).any()
 
 
 def test_paired_gain_and_interval_match_a_hand_computation():
