@@ -195,3 +195,18 @@ def test_compare_runs_every_arm_scores_the_reference_and_resumes(tmp_path):
     run_recipe(validated, out=run, resume=True)
     assert kept.stat().st_mtime == 0 and kept.read_text() == before
     assert (step / "results" / "seed1_real+copy_paste.json").is_file()
+
+
+def test_the_shipped_recipe_takes_an_mvtec_folder_by_set(tiny_mvtec):
+    from pathlib import Path
+
+    import yaml
+
+    from defectkit.recipe import validate_recipe
+
+    path = Path(__file__).resolve().parents[3] / "recipes" / "augment_segment.yaml"
+    overrides = ("data.format=mvtec", f"data.root={tiny_mvtec}", "data.category=carpet")
+    validated = validate_recipe(yaml.safe_load(path.read_text()), get_registry(), source=path, overrides=overrides)
+    assert validated.recipe.data.format == "mvtec" and validated.recipe.data.split.protocol == "generation"
+    compare = validated.steps[-2]
+    assert compare.id == "compare" and [s.id for s in validated.steps[:3]] == ["copy_paste", "defectfill_lora", "defectfill"]
