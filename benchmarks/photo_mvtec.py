@@ -59,8 +59,15 @@ def _defect(kind: str, crop: np.ndarray, other: np.ndarray, rng: np.random.Gener
     return np.clip(out, 0, 255).round().astype(np.uint8), mask
 
 
-def write(out: Path, texture: str = "brick", crop: int = 128, n_train: int = 20, n_test_good: int = 8,
-          per_defect: int = 9, seed: int = 0) -> Path:
+def write(
+    out: Path,
+    texture: str = "brick",
+    crop: int = 128,
+    n_train: int = 20,
+    n_test_good: int = 8,
+    per_defect: int = 9,
+    seed: int = 0,
+) -> Path:
     """The folder ``out/<texture>`` in the MVTec AD layout; returns ``out``."""
     image = _photo(texture)
     other = _photo("gravel" if texture != "gravel" else "brick")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from defectkit.anomaly_maps import map_names, save_map, write_scores
+from defectkit.anomaly_maps import map_names, save_map
 from defectkit.errors import DataError
 from defectkit.io import atomic_path, write_json
 from defectkit.stats import t_interval

@@ -85,7 +85,9 @@ class CopyPasteConfig(BaseModel):
         "categories (MVTec AD's objects, synthetic bottle and pill), anywhere for textures",
     )
     foreground_threshold: float = Field(
-        30.0, gt=0, description="foreground: pixels differing by more than this (0-255, RGB distance) from the border colour"
+        30.0,
+        gt=0,
+        description="foreground: pixels differing by more than this (0-255, RGB distance) from the border colour",
     )
     seed: int | None = Field(None, description="random seed (default: the recipe's)")
 

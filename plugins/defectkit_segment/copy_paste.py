@@ -55,7 +55,9 @@ def cut(sample: Sample, size: tuple[int, int], margin: int = 0) -> tuple[np.ndar
     image = sample.load_image()
     mask = sample.load_mask()
     if mask is None or not mask.any():
-        raise DataError(f"copy_paste: {sample.image_path or sample.id} ({sample.defect_type}) has no defect mask to cut by")
+        raise DataError(
+            f"copy_paste: {sample.image_path or sample.id} ({sample.defect_type}) has no defect mask to cut by"
+        )
     if image.size != size:
         image = image.resize(size, Image.BILINEAR)
         mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 127

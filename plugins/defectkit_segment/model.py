@@ -26,7 +26,9 @@ class SmallEncoder(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()
         widths = [width, 2 * width, 4 * width, 8 * width]
-        self.stages = nn.ModuleList([_block(3, widths[0])] + [_block(a, b) for a, b in zip(widths, widths[1:])])
+        self.stages = nn.ModuleList(
+            [_block(3, widths[0])] + [_block(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+        )
         self.channels = widths
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -22,7 +22,7 @@ from defectkit.data.sample import NORMAL, Sample
 from defectkit.errors import DataError
 from defectkit.io import atomic_path, write_json
 from defectkit.training import LossGuard
-from defectkit_segment.config import SegmenterConfig, SegmenterModelConfig, SegmentDetectConfig
+from defectkit_segment.config import SegmentDetectConfig, SegmenterConfig, SegmenterModelConfig
 from defectkit_segment.model import UNet
 
 MODEL_FILE = "model.safetensors"
@@ -218,7 +218,14 @@ def fit(
             ctx.log_scalar(f"{tag}/loss", float(np.mean(running)), step + 1)
             running = []
         if checkpoint is not None and (step + 1) % checkpoint[1] == 0 and step + 1 < config.steps:
-            _save_resume(checkpoint[0] / RESUME_FILE, ctx.accelerator.unwrap_model(model), optimizer, scheduler, generator, step + 1)
+            _save_resume(
+                checkpoint[0] / RESUME_FILE,
+                ctx.accelerator.unwrap_model(model),
+                optimizer,
+                scheduler,
+                generator,
+                step + 1,
+            )
     model = ctx.accelerator.unwrap_model(model)
     model.eval()
     return model

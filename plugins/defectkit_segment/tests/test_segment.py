@@ -117,7 +117,9 @@ def test_copy_paste_generator_on_an_object_category(tmp_path):
     from defectkit.generated import read_generated, read_metadata
 
     data = {**DATA, "category": "bottle"}
-    run = run_recipe_dict(recipe([{"generate": {"use": "copy_paste", "with": {"images_per_class": 3}}}], data), tmp_path / "r")
+    run = run_recipe_dict(
+        recipe([{"generate": {"use": "copy_paste", "with": {"images_per_class": 3}}}], data), tmp_path / "r"
+    )
     root = run / "01_generate" / "generated"
     from defectkit.data.synthetic import write_dataset
 
@@ -209,4 +211,8 @@ def test_the_shipped_recipe_takes_an_mvtec_folder_by_set(tiny_mvtec):
     validated = validate_recipe(yaml.safe_load(path.read_text()), get_registry(), source=path, overrides=overrides)
     assert validated.recipe.data.format == "mvtec" and validated.recipe.data.split.protocol == "generation"
     compare = validated.steps[-2]
-    assert compare.id == "compare" and [s.id for s in validated.steps[:3]] == ["copy_paste", "defectfill_lora", "defectfill"]
+    assert compare.id == "compare" and [s.id for s in validated.steps[:3]] == [
+        "copy_paste",
+        "defectfill_lora",
+        "defectfill",
+    ]
