@@ -172,15 +172,18 @@ def test_compare_runs_every_arm_scores_the_reference_and_resumes(tmp_path):
 
     steps = [
         {"generate": {"id": "copy_paste", "use": "copy_paste", "with": {"images_per_class": 4}}},
+        {"generate": {"id": "small_paste", "use": "copy_paste", "with": {"images_per_class": 2, "scale": [0.5, 0.6]}}},
         {"train": {"id": "decoy", "use": "segmenter", "with": {"steps": 5, "width": 4}}},
         {"detect": {"use": "segmenter"}},
         {"train": {"id": "compare", "use": "segment_compare", "with": {"steps": 6, "width": 4, "seeds": [0, 1]}}},
     ]
     validated = validate_recipe(recipe(steps), get_registry(), source="<test>")
     run = run_recipe(validated, out=tmp_path / "run")
-    step = run / "04_compare"
+    step = run / "05_compare"
     metrics = json.loads((run / "metrics.json").read_text())["compare"]
-    for arm in ("real", "real+copy_paste"):
+    # one arm per earlier generate step (ctx.artifacts), not only the latest
+    assert metrics["real+copy_paste/generated_pairs"] == 20 and metrics["real+small_paste/generated_pairs"] == 10
+    for arm in ("real", "real+copy_paste", "real+small_paste"):
         for key in ("pixel_auroc", "pixel_ap", "pixel_aupro", "image_auroc"):
             assert 0 <= metrics[f"{arm}/{key}"] <= 1
     for key in ("pixel_ap", "pixel_aupro"):
