@@ -219,3 +219,21 @@ def test_the_shipped_recipe_takes_an_mvtec_folder_by_set(tiny_mvtec):
         "defectfill_lora",
         "defectfill",
     ]
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path):
+    from PIL import Image
+
+    from defectkit.errors import DataError, DefectkitError
+    from defectkit.generated import GeneratedWriter
+    from defectkit_segment.model import build_encoder
+    from defectkit_segment.train import generated_samples
+
+    with GeneratedWriter(tmp_path / "gen") as out:
+        out.add(Image.new("RGB", (8, 8)), "hole", {"seed": 0})  # an image without its mask
+    with pytest.raises(DataError, match="images without masks"):
+        generated_samples(tmp_path / "gen", None, "step x")
+    with pytest.raises(DefectkitError, match="unknown encoder 'resnet9'"):
+        build_encoder("resnet9", False, 8)
+    with pytest.raises(DefectkitError, match="no pretrained weights"):
+        build_encoder("small", True, 8)
