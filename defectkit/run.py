@@ -152,6 +152,14 @@ class StepContext:
         self._artifacts[name] = os.path.relpath(path, self.run_dir)
         return path
 
+    def artifacts(self, name: str) -> dict[str, Path]:
+        """Artifact ``name`` of every earlier step that produced it, by step id, oldest first.
+
+        For a step that compares what several earlier steps made (one arm per
+        generator); :meth:`artifact` gives only the latest, or the one in ``inputs:``.
+        """
+        return self._run.artifact_sources(name, self._step)
+
     def artifact(self, name: str, required: bool = True) -> Path | None:
         """The path of artifact ``name`` from this step's ``inputs:`` or the latest earlier step.
 
@@ -370,6 +378,16 @@ class Run:
     def find_artifact(self, name: str, before: ResolvedStep) -> Path | None:
         found = self.artifact_source(name, before)
         return None if found is None else found[0]
+
+    def artifact_sources(self, name: str, before: ResolvedStep) -> dict[str, Path]:
+        """Artifact ``name`` of every step before ``before`` that produced it, by step id, in recipe order."""
+        found: dict[str, Path] = {}
+        for step in self.validated.steps[: before.index]:
+            manifest = self._done.get(step.id) or self._manifest(step) or {}
+            rel = manifest.get("artifacts", {}).get(name)
+            if rel is not None:
+                found[step.id] = self.run_dir / rel
+        return found
 
     def artifact_source(self, name: str, before: ResolvedStep) -> tuple[Path, dict[str, Any]] | None:
         """Artifact ``name`` for step ``before``, and the manifest of the step that produced it."""

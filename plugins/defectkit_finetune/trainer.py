@@ -569,8 +569,8 @@ class LoraTrainer(FinetuneTrainer):
 
     def _attach_lora(self, backbone: Backbone) -> None:
         c = self.config
-        # trainers built on this one (defectfill) may have options without a growing rank
-        final_rank = getattr(c, "final_rank", None) or c.rank
+        # subclasses whose configs have no rank growth (DefectFill's) keep their rank
+        final_rank = self._final_rank = getattr(c, "final_rank", None) or c.rank
         self._denoiser_lora = adapters.lora_config(final_rank, c.alpha, c.dropout, c.target_modules, self.use_dora)
         adapters.add_lora(backbone.denoiser, self._denoiser_lora, f"{self.name}: the {backbone.family} denoiser")
         self.growth = (
@@ -603,7 +603,7 @@ class LoraTrainer(FinetuneTrainer):
             "denoiser": adapters.lora_state_dict(backbone.denoiser, adalora=False),
             "denoiser_metadata": _metadata(self._denoiser_lora),
         }
-        state["ranks"] = {"denoiser": getattr(self.config, "final_rank", None) or self.config.rank}
+        state["ranks"] = {"denoiser": self._final_rank}
         if self.growth is not None:
             state["ranks"]["grown_from"] = self.config.rank
         if self._text_lora is not None:
