@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -17,3 +20,20 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     mean, sem = float(np.mean(values)), float(np.std(values, ddof=1)) / math.sqrt(n)
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sem
     return mean - half, mean + half
+
+
+def first_per_class(samples: Sequence[T], per_class: int | None) -> list[T]:
+    """The first ``per_class`` samples of each ``defect_type``, in order (all of them for ``None``).
+
+    How the comparison loops take "a few real defects per type": deterministic, so every arm and seed
+    sees the same ones.
+    """
+    if per_class is None:
+        return list(samples)
+    kept, counts = [], {}
+    for sample in samples:
+        kind = sample.defect_type
+        if counts.get(kind, 0) < per_class:
+            counts[kind] = counts.get(kind, 0) + 1
+            kept.append(sample)
+    return kept

@@ -14,7 +14,6 @@ interruption redoes only what was not finished.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from defectkit.data.sample import NORMAL, Sample
 from defectkit.errors import DataError
 from defectkit.generated import read_generated
 from defectkit.io import write_json
+from defectkit.stats import first_per_class, t_interval
 from defectkit_augment.config import AugmentCompareConfig
 
 ARMS = ("real", "augmented")
@@ -69,27 +69,6 @@ def _tensor(samples: list[Sample], size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def _cap(samples: list[Sample], per_class: int | None) -> list[Sample]:
-    if per_class is None:
-        return samples
-    kept, counts = [], {}
-    for sample in samples:
-        if counts.get(sample.defect_type, 0) < per_class:
-            counts[sample.defect_type] = counts.get(sample.defect_type, 0) + 1
-            kept.append(sample)
-    return kept
-
-
-def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
-    """The Student-t confidence interval of the mean of ``values`` (two or more)."""
-    from scipy import stats
-
-    n = len(values)
-    mean, sem = float(np.mean(values)), float(np.std(values, ddof=1)) / math.sqrt(n)
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sem
-    return mean - half, mean + half
-
-
 class AugmentCompare:
     def __init__(self, config: AugmentCompareConfig | None = None) -> None:
         self.config = config or AugmentCompareConfig()
@@ -99,7 +78,7 @@ class AugmentCompare:
     def _classes_and_data(self, ctx: Any):
         c = self.config
         keep = (lambda s: True) if c.include_good else (lambda s: s.defect_type != NORMAL)
-        real = _cap([s for s in ctx.samples(c.train_split) if keep(s)], c.real_per_class)
+        real = first_per_class([s for s in ctx.samples(c.train_split) if keep(s)], c.real_per_class)
         held_out = [s for s in ctx.samples(c.eval_split) if keep(s)]
         classes = sorted({s.defect_type for s in real})
         if len(classes) < 2:
@@ -126,7 +105,7 @@ class AugmentCompare:
             )
         if not generated:
             raise DataError("augment_compare: the generated_images artifact has no image of the classes")
-        return classes, real, _cap(generated, c.generated_per_class), held_out
+        return classes, real, first_per_class(generated, c.generated_per_class), held_out
 
     # -- one training -------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ import torch
 from defectkit.data.sample import NORMAL, Box, Sample
 from defectkit.errors import DataError
 from defectkit.io import atomic_path, write_json
-from defectkit.stats import t_interval
+from defectkit.stats import first_per_class, t_interval
 from defectkit_boxes.config import BoxCompareConfig
 from defectkit_boxes.models import build_model
 from defectkit_boxes.records import box_classes
@@ -46,17 +46,6 @@ def mask_boxes(mask: np.ndarray, label: str, min_pixels: int) -> tuple[Box, ...]
             rows, cols = found
             boxes.append(Box(cols.start, rows.start, cols.stop, rows.stop, label))
     return tuple(boxes)
-
-
-def _cap(samples: list[Sample], per_class: int | None) -> list[Sample]:
-    if per_class is None:
-        return samples
-    kept, counts = [], {}
-    for sample in samples:
-        if counts.get(sample.defect_type, 0) < per_class:
-            counts[sample.defect_type] = counts.get(sample.defect_type, 0) + 1
-            kept.append(sample)
-    return kept
 
 
 class BoxCompare:
@@ -86,7 +75,7 @@ class BoxCompare:
         kept = [g for g in with_boxes if g.boxes]
         if not kept:
             raise DataError("box_compare: no generated mask has a region of min_box_pixels or more")
-        return _cap(kept, c.generated_per_class)
+        return first_per_class(kept, c.generated_per_class)
 
     def _fit_and_score(self, ctx, classes, data: BoxData, held_out, seed: int, arm: str) -> dict[str, Any]:
         c = self.config
@@ -122,7 +111,7 @@ class BoxCompare:
         if c.cpu_threads and ctx.device.type == "cpu":
             torch.set_num_threads(c.cpu_threads)
         real = [s for s in ctx.samples(c.train_split) if c.include_good or s.label == 1]
-        real = _cap(real, c.real_per_class)
+        real = first_per_class(real, c.real_per_class)
         classes = box_classes(real, c.classes, f"box_compare ({c.train_split})")
         held_out = ctx.samples(c.eval_split)
         if not any(s.boxes for s in held_out):

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from defectkit.data.sample import NORMAL, Sample
 from defectkit.errors import DataError
 from defectkit.io import atomic_path, write_json
+from defectkit.stats import first_per_class
 from defectkit.training import LossGuard
 from defectkit_segment.config import SegmentDetectConfig, SegmenterConfig, SegmenterModelConfig
 from defectkit_segment.model import UNet
@@ -105,14 +106,7 @@ def generated_samples(root: Path, per_class: int | None, who: str) -> list[Sampl
             f"{who}: {root} has images without masks ({without[0].image_path.name} ...); "
             "use a generator that writes masks (copy_paste, defectfill)"
         )
-    if per_class is None:
-        return samples
-    kept, counts = [], {}
-    for sample in samples:
-        if counts.get(sample.defect_type, 0) < per_class:
-            counts[sample.defect_type] = counts.get(sample.defect_type, 0) + 1
-            kept.append(sample)
-    return kept
+    return first_per_class(samples, per_class)
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,8 +12,9 @@ from scipy import stats
 from defectkit import Component, hookimpl
 from defectkit.errors import DataError
 from defectkit.generated import GeneratedWriter
+from defectkit.stats import t_interval
 from defectkit.testing import check_component, run_recipe_dict
-from defectkit_augment.compare import summarise, t_interval
+from defectkit_augment.compare import summarise
 
 
 class CopyConfig(BaseModel):
