@@ -40,7 +40,12 @@ def test_finds_pasted_defects_on_held_out_brick_crops(registered, tmp_path):
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print("patch_knn on brick, random resnet18:", metrics)
-    assert metrics["train"] == {"memory_bank_size": 614, "feature_dim": 384, "train_images": 24}
+    # peak_rss_mb, the run's own figure, varies with the machine
+    assert {k: v for k, v in metrics["train"].items() if k != "peak_rss_mb"} == {
+        "memory_bank_size": 614,
+        "feature_dim": 384,
+        "train_images": 24,
+    }
     # observed 1.0 and 0.96 (seeds 0 and 1 of the backbone)
     assert metrics["detect"]["image_auroc"] >= 0.9
     assert metrics["detect"]["pixel_auroc"] >= 0.9
