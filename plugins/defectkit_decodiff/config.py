@@ -126,6 +126,11 @@ class DecoDiffDetectConfig(BaseModel):
     batch_size: int = Field(16, ge=1, description="images per batch")
     image_clip: float = Field(0.4, gt=0.0, description="image difference (channel max) is clipped here ...")
     image_sigma: float = Field(3.0, ge=0.0, description="... scaled by 1/image_clip and blurred with this sigma (px)")
+    image_reference: Literal["decoded", "input"] = Field(
+        "decoded",
+        description="image map compares the decoded corrected latent with: decoded, the decoded clean latent (two "
+        "decodes, as the official evaluation; the VAE's own reconstruction error cancels); input, the raw image",
+    )
     latent_clip: float = Field(0.2, gt=0.0, description="latent difference (channel mean) is clipped here ...")
     latent_sigma: float = Field(1.0, ge=0.0, description="... scaled by 1/latent_clip, blurred (latent px), resized")
     fusion: Literal["geometric", "gated"] = Field(
