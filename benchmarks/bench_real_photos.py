@@ -140,7 +140,11 @@ def main(argv: list[str] | None = None) -> None:
         reference = results.get("anomalib patchcore")
         load = os.getloadavg()
         for name, (values, seconds) in results.items():
-            ratios = {k: values[k] / reference[0][k] for k in values} if reference and not name.startswith("anomalib") else {}
+            ratios = (
+                {k: values[k] / reference[0][k] for k in values}
+                if reference and not name.startswith("anomalib")
+                else {}
+            )
             rows.append({"category": category, "tuned_on": category in TUNED, "implementation": name, **values,
                          "ratios_to_anomalib_patchcore": ratios, "seconds": seconds, "load_average": load})  # fmt: skip
         print_category(category, rows[-len(results) :])
@@ -151,8 +155,12 @@ def main(argv: list[str] | None = None) -> None:
 
 def print_category(category: str, rows: list[dict]) -> None:
     role = "settings chosen here" if category in TUNED else "reporting only"
-    print(f"\n{category} ({role}; {FULL.n_train} good training tiles, {FULL.n_good + 5 * FULL.n_per_defect} test tiles)")
-    print(f"  {'implementation':<20} {'image AUROC':>16} {'pixel AUROC':>16} {'AUPRO':>16} {'wall':>8}  load avg (1 min)")
+    print(
+        f"\n{category} ({role}; {FULL.n_train} good training tiles, {FULL.n_good + 5 * FULL.n_per_defect} test tiles)"
+    )
+    print(
+        f"  {'implementation':<20} {'image AUROC':>16} {'pixel AUROC':>16} {'AUPRO':>16} {'wall':>8}  load avg (1 min)"
+    )
     for row in rows:
         cells = []
         for key in ("image_auroc", "pixel_auroc", "pixel_aupro"):
