@@ -60,6 +60,12 @@ class DecoDiffModelConfig(BaseModel):
     attention_resolutions: list[int] = Field(
         default_factory=lambda: [4, 2, 1], description="downsampling factors (1 = full latent size) with attention"
     )
+    attention: Literal["transformer", "light"] = Field(
+        "transformer",
+        description="transformer: the official code's spatial transformer (1x1 projections, self- and "
+        "cross-attention, GEGLU feed-forward; heads of model_channels/num_heads channels); light: self- and "
+        "cross-attention only, num_heads heads at every level (about 30 % fewer parameters)",
+    )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout inside the residual blocks")
     dod_gate: bool = Field(False, description="DoD-gating: a sigmoid gate head multiplies the deviation output")
     skip_gate: bool = Field(False, description="skip-gating: each skip connection is scaled by (1 - sigmoid gate)")
