@@ -60,6 +60,12 @@ class DecoDiffModelConfig(BaseModel):
     attention_resolutions: list[int] = Field(
         default_factory=lambda: [4, 2, 1], description="downsampling factors (1 = full latent size) with attention"
     )
+    attention: Literal["transformer", "light"] = Field(
+        "transformer",
+        description="transformer: the official code's spatial transformer (1x1 projections, self- and "
+        "cross-attention, GEGLU feed-forward; heads of model_channels/num_heads channels); light: self- and "
+        "cross-attention only, num_heads heads at every level (about 30 % fewer parameters)",
+    )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout inside the residual blocks")
     dod_gate: bool = Field(False, description="DoD-gating: a sigmoid gate head multiplies the deviation output")
     skip_gate: bool = Field(False, description="skip-gating: each skip connection is scaled by (1 - sigmoid gate)")
@@ -126,6 +132,11 @@ class DecoDiffDetectConfig(BaseModel):
     batch_size: int = Field(16, ge=1, description="images per batch")
     image_clip: float = Field(0.4, gt=0.0, description="image difference (channel max) is clipped here ...")
     image_sigma: float = Field(3.0, ge=0.0, description="... scaled by 1/image_clip and blurred with this sigma (px)")
+    image_reference: Literal["decoded", "input"] = Field(
+        "decoded",
+        description="image map compares the decoded corrected latent with: decoded, the decoded clean latent (two "
+        "decodes, as the official evaluation; the VAE's own reconstruction error cancels); input, the raw image",
+    )
     latent_clip: float = Field(0.2, gt=0.0, description="latent difference (channel mean) is clipped here ...")
     latent_sigma: float = Field(1.0, ge=0.0, description="... scaled by 1/latent_clip, blurred (latent px), resized")
     fusion: Literal["geometric", "gated"] = Field(

@@ -104,8 +104,16 @@ class AnomalyScorer:
                 config.sample_steps,
                 return_gate=config.fusion == "gated",
             )
-            reconstructed = self.codec.decode(corrected)
-        maps = geometric_maps(images, reconstructed.float(), latents.float(), corrected.float(), self.settings)
+            if config.image_reference == "decoded":
+                # one pass through the decoder for both latents; the clean latent's decode is the reference,
+                # so what the VAE cannot reproduce of a good image does not show up as a defect
+                decoded = self.codec.decode(torch.cat([corrected, latents]))
+                reconstructed, reference = decoded[: len(images)], decoded[len(images) :]
+            else:
+                reconstructed, reference = self.codec.decode(corrected), images
+        maps = geometric_maps(
+            reference.float(), reconstructed.float(), latents.float(), corrected.float(), self.settings
+        )
         if gate is not None:
             maps = fuse_gate(maps, gate, self.settings)
         return maps, maps.flatten(1).amax(dim=1), reconstructed.float()

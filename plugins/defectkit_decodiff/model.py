@@ -167,7 +167,8 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Checkpoin
     """Load a checkpoint folder for inference (the UNet in eval mode on ``device``)."""
 
     meta = read_meta(path)
-    config = DecoDiffModelConfig(**meta["model"])
+    # checkpoints written before the `attention` option were all built with the light block
+    config = DecoDiffModelConfig(**{"attention": "light", **meta["model"]})
     unet = build_unet(config, meta["in_channels"], len(meta["classes"]))
     unet.load_state_dict(load_tensors(path / MODEL_FILE))
     classifier = None

@@ -28,6 +28,7 @@ class UNetSettings:
     dod_gate: bool = False
     skip_gate: bool = False
     conv_padding: str = "zeros"
+    attention: str = "transformer"
 
     @classmethod
     def from_config(cls, config: DecoDiffModelConfig, in_channels: int, num_classes: int) -> UNetSettings:
@@ -45,6 +46,7 @@ class UNetSettings:
             dod_gate=config.dod_gate,
             skip_gate=config.skip_gate,
             conv_padding=config.conv_padding,
+            attention=config.attention,
         )
 
 
@@ -123,6 +125,55 @@ class AttentionBlock(nn.Module):
         return tokens.transpose(1, 2).reshape(batch, channels, height, width)
 
 
+class SpatialTransformer(nn.Module):
+    """The official DeCo-Diff (latent-diffusion) attention block, one transformer layer deep.
+
+    GroupNorm and a 1x1 projection in; per position self-attention, cross-attention
+    to the class context and a GEGLU feed-forward of four times the width, each
+    after a LayerNorm and added back; a 1x1 projection out, zero at the start so
+    the block begins as the identity. Heads are ``head_dim`` channels wide, so
+    wider levels get more heads, as the official code builds them.
+    """
+
+    def __init__(self, channels: int, head_dim: int, context_dim: int) -> None:
+        super().__init__()
+        if channels < head_dim:
+            raise ValueError(f"{channels} channels cannot feed attention heads of {head_dim} channels")
+        self.heads = channels // head_dim
+        inner = self.heads * head_dim
+        self.norm = _norm(channels)
+        self.proj_in = nn.Conv2d(channels, inner, 1)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(inner), nn.LayerNorm(inner), nn.LayerNorm(inner)
+        self.qkv = nn.Linear(inner, 3 * inner, bias=False)
+        self.out1 = nn.Linear(inner, inner)
+        self.q = nn.Linear(inner, inner, bias=False)
+        self.kv = nn.Linear(context_dim, 2 * inner, bias=False)
+        self.out2 = nn.Linear(inner, inner)
+        self.ff_in = nn.Linear(inner, 2 * 4 * inner)  # GEGLU: value and gate halves
+        self.ff_out = nn.Linear(4 * inner, inner)
+        self.proj_out = nn.Conv2d(inner, channels, 1)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        batch, length, inner = q.shape
+
+        def split(x: torch.Tensor) -> torch.Tensor:
+            return x.view(batch, -1, self.heads, inner // self.heads).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(q), split(k), split(v))
+        return out.transpose(1, 2).reshape(batch, length, inner)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        h = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)
+        h = h + self.out1(self._attend(*self.qkv(self.norm1(h)).chunk(3, dim=-1)))
+        h = h + self.out2(self._attend(self.q(self.norm2(h)), *self.kv(context).chunk(2, dim=-1)))
+        value, gate = self.ff_in(self.norm3(h)).chunk(2, dim=-1)
+        h = h + self.ff_out(value * F.gelu(gate))
+        return x + self.proj_out(h.transpose(1, 2).reshape(batch, -1, height, width))
+
+
 class SkipGate(nn.Module):
     """Skip-gating: ``(1 - sigmoid(conv1x1(skip))) * skip``; the gate tells where the skip path is distrusted."""
 
@@ -138,7 +189,7 @@ class SkipGate(nn.Module):
 
 
 class _Level(nn.Module):
-    def __init__(self, res: ResBlock, attn: AttentionBlock | None) -> None:
+    def __init__(self, res: ResBlock, attn: nn.Module | None) -> None:
         super().__init__()
         self.res, self.attn = res, attn
 
@@ -173,8 +224,13 @@ class DeviationUNet(nn.Module):
         self.context_embed = nn.Embedding(s.num_classes, s.context_dim)
         self.input_conv = _conv3(s.in_channels, mc, s.conv_padding)
 
+        def attention(channels: int) -> nn.Module:
+            if s.attention == "light":
+                return AttentionBlock(channels, s.num_heads, s.context_dim)
+            return SpatialTransformer(channels, max(1, mc // s.num_heads), s.context_dim)
+
         def level(ch: int, out: int, ds: int) -> _Level:
-            attn = AttentionBlock(out, s.num_heads, s.context_dim) if ds in s.attention_resolutions else None
+            attn = attention(out) if ds in s.attention_resolutions else None
             return _Level(ResBlock(ch, out, emb_dim, s.dropout, s.conv_padding), attn)
 
         self.down = nn.ModuleList()
@@ -194,7 +250,7 @@ class DeviationUNet(nn.Module):
         self.middle = nn.ModuleList(
             [level(ch, ch, ds), _Level(ResBlock(ch, ch, emb_dim, s.dropout, s.conv_padding), None)]
         )
-        self.middle[0].attn = AttentionBlock(ch, s.num_heads, s.context_dim)
+        self.middle[0].attn = attention(ch)
 
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleList()

@@ -39,6 +39,7 @@ def test_init_from_loads_the_other_runs_weights(tmp_path):
     second = run_recipe_dict(recipe(full(train={"steps": 1, "init_from": str(first)})), tmp_path / "second")
     fresh = run_recipe_dict(recipe(full(train={"steps": 1})), tmp_path / "fresh")
     weights = [load_file(run / "01_train" / "checkpoint" / "model.safetensors") for run in (first, second, fresh)]
-    name = next(iter(weights[0]))
-    assert not weights[1][name].equal(weights[2][name])
+    # same seed, same data, one step: without init_from the two would be equal tensor for tensor (some
+    # tensors, such as those behind a zero-initialised projection, do not move in the first steps)
+    assert any(not weights[1][name].equal(weights[2][name]) for name in weights[0])
     assert "initialised from the weights of" in (second / "run.log").read_text()

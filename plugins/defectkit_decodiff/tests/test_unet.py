@@ -116,3 +116,23 @@ def test_skip_gating_feeds_each_up_block_one_minus_alpha_times_its_skip():
     model(x, t, y)
     skips = [gate.conv.in_channels for gate in model.skip_gates]
     assert all(inp[:, -c:].abs().max() < 1e-6 for inp, c in zip(seen_inputs, skips, strict=True))
+
+
+#: parameters of the official DeCo-Diff UNets (github farzad-bz/DeCo-Diff, models.py, 4 latent channels,
+#: 15 classes), counted by building them; ours adds only the class embedding on the timestep embedding
+OFFICIAL_PARAMETERS = {"XS": 24_749_636, "S": 98_831_492, "M": 222_245_572, "L": 394_991_876, "XL": 612_717_564}
+
+
+@pytest.mark.parametrize("size", list(OFFICIAL_PARAMETERS))
+def test_parameter_counts_match_the_official_unets(size):
+    with torch.device("meta"):  # shapes only: XL's 613 M parameters need no memory
+        model = DeviationUNet(UNetSettings.from_config(DecoDiffModelConfig(model_size=size), 4, 15))
+    count = sum(p.numel() for p in model.parameters())
+    assert count == pytest.approx(OFFICIAL_PARAMETERS[size], rel=0.01)
+
+
+def test_light_attention_is_the_smaller_block():
+    with torch.device("meta"):
+        light = DeviationUNet(UNetSettings.from_config(DecoDiffModelConfig(model_size="XS", attention="light"), 4, 15))
+    # 17.8 M against the official 24.7 M: no feed-forward, no 1x1 projections
+    assert sum(p.numel() for p in light.parameters()) == pytest.approx(17_792_388, rel=0.001)

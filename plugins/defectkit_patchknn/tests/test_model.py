@@ -68,16 +68,28 @@ def test_random_backbone_is_seeded_and_leaves_the_global_stream_alone():
     assert first == again != other
 
 
+@pytest.mark.parametrize(("backbone", "last"), [("resnet18", "bn2"), ("wide_resnet50_2", "bn3")])
+def test_random_backbone_starts_each_residual_block_at_its_shortcut(backbone, last):
+    # timm's (so anomalib's) initialisation: without it random features lose PatchCore 0.2 image AUROC on real photos
+    model = build_backbone(backbone, None, 0)
+    blocks = [block for stage in (model.layer1, model.layer2, model.layer3, model.layer4) for block in stage]
+    assert all(torch.count_nonzero(getattr(block, last).weight) == 0 for block in blocks)
+    assert all(torch.all(block.bn1.weight == 1) for block in blocks)  # the other norms keep their ones
+
+
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_weights_from_a_local_file(tmp_path, suffix):
     from safetensors.torch import save_file
 
     source = build_backbone("resnet18", None, 3)
+    source.layer3[0].bn2.weight.data.fill_(0.5)
     state = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}  # a headless checkpoint
     path = tmp_path / f"r18{suffix}"
     save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
     loaded = build_backbone("resnet18", str(path), 0)
     assert torch.equal(loaded.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
+    # a file's norms replace the zero start of random weights
+    assert torch.all(loaded.layer3[0].bn2.weight == 0.5)
     with pytest.raises(DefectkitError, match="does not fit resnet50"):
         build_backbone("resnet50", str(path), 0)
 
