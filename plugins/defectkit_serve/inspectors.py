@@ -103,7 +103,8 @@ def _step_scores(step: StepInfo) -> tuple[list[int], list[float]]:
 
 def _slider_range(threshold: float, scores: Sequence[float]) -> tuple[float, float]:
     top = max([2 * threshold, *scores]) if scores else 2 * threshold
-    top = top * 1.1 if top > 0 else 1.0
+    # room above the run's highest score: a new image may score higher, and its verdict must stay movable
+    top = top * 1.5 if top > 0 else 1.0
     low = min(0.0, *scores) if scores else 0.0
     return low, float(top)
 

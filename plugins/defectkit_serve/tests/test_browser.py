@@ -45,6 +45,8 @@ def set_threshold(page, value: float) -> None:
 def test_upload_score_threshold_verdict(served, page, carpet_images, tmp_path):
     page.goto(served)
     page.get_by_text("Image to inspect").first.wait_for()
+    # the page answers before the detector has loaded; its load event then brings the slider's range and default
+    page.locator("#dk-threshold").get_by_text("default ").wait_for(timeout=60_000)
     defect = next((carpet_images / "carpet" / "test").glob("[!g]*/000.png"))  # a defect type, not good/
 
     page.locator("#dk-upload input[type=file]").set_input_files(str(defect))
