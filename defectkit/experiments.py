@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from defectkit import io as dkio
-from defectkit.errors import RunError
+from defectkit.rundir import RunDirectory
 
 COMPARISON_JSON = "comparison.json"
 COMPARISON_HTML = "comparison.html"
@@ -130,16 +130,14 @@ def build_comparison(runs: dict[str, Path]) -> dict[str, Any]:
     groups: dict[str, Any] = {}
     costs: dict[str, Any] = {}
     for name, run_dir in runs.items():
-        run_dir = Path(run_dir)
-        if not (run_dir / "recipe.resolved.yaml").is_file():
-            raise RunError(f"{run_dir}: not a defectkit run directory (no recipe.resolved.yaml)")
-        metrics = dkio.read_json(run_dir / "metrics.json", {})
+        run = RunDirectory(run_dir)  # a folder that is not a run: one line naming it
+        metrics = dkio.read_json(run.path / "metrics.json", {})
         groups[name] = {
             step: {k: v for k, v in figures.items() if _figure(v) or _interval(v)} for step, figures in metrics.items()
         }
         costs[name] = {}
-        for folder in sorted(p for p in run_dir.iterdir() if p.is_dir() and p.name[:2].isdigit()):
-            manifest = dkio.read_json(folder / "manifest.json")
+        for record in run.steps():
+            manifest = record.manifest
             if not manifest:
                 continue
             cost: dict[str, Any] = {"seconds": manifest.get("seconds")}
@@ -152,7 +150,7 @@ def build_comparison(runs: dict[str, Path]) -> dict[str, Any]:
                 cost["seconds_per_image"] = per_image
             if manifest.get("reused_from"):
                 cost["reused_from"] = manifest["reused_from"]
-            costs[name][manifest.get("id", folder.name)] = cost
+            costs[name][manifest.get("id", record.id)] = cost
     return {"groups": groups, "costs": costs}
 
 

@@ -44,7 +44,8 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _read_scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
+def read_scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """``scalars.jsonl`` as ``{tag: [(step, value), ...]}`` (a line cut by an interrupted run is skipped)."""
     curves: dict[str, list[tuple[int, float]]] = {}
     if not path.exists():
         return curves
@@ -204,7 +205,7 @@ def render_report(run_dir: str | Path, options: Any = None) -> Path:
     else:
         parts.append("<p>No metrics recorded.</p>")
 
-    groups = _grouped_curves(_read_scalars(run_dir / "scalars.jsonl"))
+    groups = _grouped_curves(read_scalars(run_dir / "scalars.jsonl"))
     if groups:
         parts.append("<h2>Training curves</h2>")
         for step_id, curves in groups.items():

@@ -588,12 +588,13 @@ class Run:
             return False
         manifest = reuse_step(source, self.run_dir, step)
         self._done[step.id] = manifest
-        for line in (source.parent / "scalars.jsonl").read_text(encoding="utf-8").splitlines() if (
-            source.parent / "scalars.jsonl"
-        ).is_file() else []:
-            point = json.loads(line)  # the step's curves come along, for this run's report
-            if point["tag"].startswith(f"{step.id}/"):
-                self.log_scalar(point["tag"], point["value"], point["step"])
+        from defectkit.report import read_scalars
+
+        # the step's curves come along, for this run's report
+        for tag, points in read_scalars(source.parent / "scalars.jsonl").items():
+            if tag.startswith(f"{step.id}/"):
+                for number, value in points:
+                    self.log_scalar(tag, value, number)
         log.info("step %s: identical to %s in %s: reused, not recomputed", step.dirname, step.dirname, source.parent)
         return True
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from defectkit import io as dkio
 from defectkit.errors import RunError
+from defectkit.rundir import RunDirectory
 
 #: metric names worth a line of their own in the summary; the rest stay in metrics.json and the report
 HEADLINE = re.compile(
@@ -84,17 +85,16 @@ def summarize_run(run_dir: str | Path) -> tuple[dict[str, Any], list[StepSummary
         raise RunError(f"{run_dir}: not a defectkit run directory (no run.json); give the folder `defectkit run` wrote")
     metrics = dkio.read_json(run_dir / "metrics.json", {})
     steps: list[StepSummary] = []
-    for folder in sorted(p for p in run_dir.iterdir() if p.is_dir() and p.name[:2].isdigit() and "_" in p.name):
-        manifest = dkio.read_json(folder / "manifest.json")
-        step_id = folder.name.split("_", 1)[1]
+    for record in RunDirectory(run_dir).steps():
+        manifest = record.manifest
         if manifest is None:
-            steps.append(StepSummary(folder.name, "", "", "not finished", None))
+            steps.append(StepSummary(record.dirname, "", "", "not finished", None))
             continue
-        used = "+".join(c["name"] for c in manifest.get("components", [])) or "built in"
-        figures, more = headline_figures(metrics.get(manifest.get("id", step_id), {}))
+        figures, more = headline_figures(metrics.get(manifest.get("id", record.id), {}))
+        used = "+".join(record.components) or "built in"
         steps.append(
             StepSummary(
-                folder.name, manifest.get("kind", ""), used, manifest.get("status", ""),
+                record.dirname, manifest.get("kind", ""), used, manifest.get("status", ""),
                 manifest.get("seconds"), figures, more,
             )
         )

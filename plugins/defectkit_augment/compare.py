@@ -21,37 +21,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from defectkit.data.sample import NORMAL, Sample
+from defectkit.data.sample import NORMAL
 from defectkit.errors import DataError
 from defectkit.generated import read_generated
 from defectkit.io import write_json
 from defectkit.stats import first_per_class, t_interval
+from defectkit.vision import image_batch, small_cnn
 from defectkit_augment.config import AugmentCompareConfig
 
 ARMS = ("real", "augmented")
 FIGURES = ("accuracy", "f1_macro")
-
-
-def small_cnn(classes: int) -> nn.Module:
-    """Four conv blocks and a linear head: trains in seconds on a CPU at 64 px."""
-
-    def block(cin: int, cout: int) -> list[nn.Module]:
-        return [
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-        ]
-
-    return nn.Sequential(
-        *block(3, 32),
-        *block(32, 64),
-        *block(64, 128),
-        *block(128, 128),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(128, classes),
-    )
 
 
 def build_model(name: str, classes: int) -> nn.Module:
@@ -60,13 +39,6 @@ def build_model(name: str, classes: int) -> nn.Module:
 
         return resnet18(weights=None, num_classes=classes)
     return small_cnn(classes)
-
-
-def _tensor(samples: list[Sample], size: int) -> torch.Tensor:
-    from PIL import Image
-
-    arrays = [np.asarray(s.load_image().resize((size, size), Image.BILINEAR), dtype=np.uint8) for s in samples]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
 class AugmentCompare:
@@ -158,7 +130,7 @@ class AugmentCompare:
         c = self.config
         classes, real, generated, held_out = self._classes_and_data(ctx)
         index = {name: i for i, name in enumerate(classes)}
-        real_x, gen_x, eval_x = (_tensor(s, c.image_size) for s in (real, generated, held_out))
+        real_x, gen_x, eval_x = (image_batch(s, c.image_size) for s in (real, generated, held_out))
         real_y, gen_y, eval_y = (
             torch.tensor([index[s.defect_type] for s in group]) for group in (real, generated, held_out)
         )

@@ -15,36 +15,8 @@ from torch import nn
 
 from defectkit.data.sample import NORMAL
 from defectkit.errors import DataError
+from defectkit.vision import image_batch, small_cnn
 from defectkit_boxes.config import ClassificationAccuracyConfig
-
-
-def small_cnn(classes: int) -> nn.Module:
-    """Four conv blocks and a linear head: trains in seconds on a CPU at 64 px."""
-
-    def block(cin: int, cout: int) -> list[nn.Module]:
-        return [
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-        ]
-
-    return nn.Sequential(
-        *block(3, 32),
-        *block(32, 64),
-        *block(64, 128),
-        *block(128, 128),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(128, classes),
-    )
-
-
-def _tensor(samples, size: int) -> torch.Tensor:
-    from PIL import Image
-
-    arrays = [np.asarray(s.load_image().resize((size, size), Image.BILINEAR), dtype=np.uint8) for s in samples]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
 class ClassificationAccuracyMetric:
@@ -94,7 +66,7 @@ class ClassificationAccuracyMetric:
     def _fit(self, ctx, samples, classes: list[str]) -> nn.Module:
         c = self.config
         seed = ctx.seed if c.seed is None else c.seed
-        images = _tensor(samples, c.image_size)
+        images = image_batch(samples, c.image_size)
         labels = torch.tensor([classes.index(s.defect_type) for s in samples])
         torch.manual_seed(seed)
         model = small_cnn(len(classes)).to(ctx.device)
@@ -118,7 +90,7 @@ class ClassificationAccuracyMetric:
 
     @torch.no_grad()
     def _predict(self, model: nn.Module, samples, device) -> list[int]:
-        images = _tensor(samples, self.config.image_size)
+        images = image_batch(samples, self.config.image_size)
         out: list[int] = []
         for start in range(0, len(images), 256):
             out += model(images[start : start + 256].to(device).float() / 255.0 - 0.5).argmax(1).tolist()
