@@ -66,7 +66,7 @@ PROMPTS = [
 
 def sd15_pipeline():
     """SD 1.5's architecture with random weights, fp32, on the CPU."""
-    from defectkit_diffusion.testing import tiny_clip_tokenizer
+    from defectkit_diffusion.tiny import tiny_clip_tokenizer
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 

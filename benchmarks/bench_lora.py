@@ -64,7 +64,7 @@ TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 def components(arch: str, seed: int = 0):
     """A StableDiffusionPipeline of SD 1.5's shapes (or tiny ones) with random weights, on the CPU."""
-    from defectkit_diffusion.testing import tiny_clip_tokenizer
+    from defectkit_diffusion.tiny import tiny_clip_tokenizer
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 

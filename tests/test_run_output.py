@@ -227,7 +227,6 @@ class FlatGenerator:
     def generate(self, ctx) -> None:
         import time
 
-        import numpy as np
         import psutil
         from PIL import Image
 

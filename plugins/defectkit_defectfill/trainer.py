@@ -90,7 +90,7 @@ class DefectFillTrainer(TiLoraTrainer):
         backend = get_registry().get("model_backend", config.backend).create({"model": config.model})
         if not config.tiny_model:
             return backend.model
-        from defectkit_diffusion.testing import build_tiny_pipeline
+        from defectkit_diffusion.tiny import build_tiny_pipeline
 
         folder = ctx.step_dir / TINY_MODEL_DIR
         if not (folder / "model_index.json").is_file():

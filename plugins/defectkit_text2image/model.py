@@ -67,7 +67,7 @@ class TextToImage:
 
 def build_tokenizer(merges: int, max_tokens: int):
     # the same builder the diffusion plugin's tests use: CLIP's BPE from open_clip's shipped vocabulary
-    from defectkit_diffusion.testing import tiny_clip_tokenizer
+    from defectkit_diffusion.tiny import tiny_clip_tokenizer
 
     return tiny_clip_tokenizer(merges=merges, model_max_length=max_tokens)
 

@@ -1,6 +1,6 @@
 """A CPU-second DefectFill recipe over synthetic carpet defects."""
 
-from defectkit_defectfill.testing import LPIPS_FACTORY
+from defectkit_defectfill.tiny import LPIPS_FACTORY
 
 TRAIN = {
     "backend": "sd2_inpainting",

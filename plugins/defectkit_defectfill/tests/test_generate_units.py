@@ -8,7 +8,7 @@ from defectkit.errors import DataError
 from defectkit_defectfill.config import DefectFillGenerateConfig, MaskConfig
 from defectkit_defectfill.generate import blend, low_fidelity_index, mask_box
 from defectkit_defectfill.masks import MaskSource, place_shape, random_shape
-from defectkit_defectfill.testing import LPIPS_FACTORY
+from defectkit_defectfill.tiny import LPIPS_FACTORY
 
 
 def test_blend_is_bit_exact_outside_the_mask():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from defectkit_diffusion import hooks
-from defectkit_diffusion.testing import build_tiny_controlnet, build_tiny_depth_estimator, build_tiny_pipeline
+from defectkit_diffusion.tiny import build_tiny_controlnet, build_tiny_depth_estimator, build_tiny_pipeline
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from defectkit.generated import read_generated
 from defectkit.plugins import get_registry
 from defectkit.recipe import validate_recipe
 from defectkit.testing import run_recipe_dict
-from defectkit_diffusion.testing import build_tiny_adapter
+from defectkit_diffusion.tiny import build_tiny_adapter
 
 H = helpers.__name__
 NEU = {"format": "synthetic", "category": "steel", "with": {"kind": "neu", "size": 64, "n_train": 3, "n_test": 1}}

@@ -56,7 +56,7 @@ def test_hed_is_the_seeds_name_for_soft_edges_with_the_sobel_fallback(registered
 
 
 def test_normals_from_a_real_normal_estimator(registered, tmp_path, photo):
-    from defectkit_diffusion.testing import build_tiny_marigold_normals
+    from defectkit_diffusion.tiny import build_tiny_marigold_normals
 
     folder = build_tiny_marigold_normals(tmp_path / "marigold")
     normal = registered.get("controlnet_modality", "normal").create({"normals": "marigold", "normals_model": str(folder)})

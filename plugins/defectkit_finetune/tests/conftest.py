@@ -1,7 +1,7 @@
 import pytest
 import torch
 from defectkit_diffusion import hooks as diffusion_hooks
-from defectkit_diffusion.testing import build_tiny_pipeline
+from defectkit_diffusion.tiny import build_tiny_pipeline
 
 from defectkit_finetune import hooks
 

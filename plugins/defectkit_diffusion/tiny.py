@@ -1,4 +1,4 @@
-"""Tiny Stable Diffusion pipelines built from configs, for tests (public: other plugins reuse them).
+"""Tiny Stable Diffusion pipelines built from configs, public and not test-only: recipes, benchmarks and other plugins build tiny models with them.
 
 Each builder writes a complete diffusers folder with ``save_pretrained`` (random
 weights, a few hundred kB) that loads back through the same
@@ -16,7 +16,7 @@ images of 32 or 64 px run in well under a second per step on a CPU.
 
 Example::
 
-    from defectkit_diffusion.testing import build_tiny_pipeline, build_tiny_controlnet
+    from defectkit_diffusion.tiny import build_tiny_pipeline, build_tiny_controlnet
 
     folder = build_tiny_pipeline("sdxl", tmp_path / "sdxl")          # or sd15, sd3; inpainting=True
     cn = build_tiny_controlnet("sdxl", tmp_path / "cn", folder)      # matches that pipeline

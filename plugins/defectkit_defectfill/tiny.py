@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 #: the import string a recipe gives as ``selection_extractor`` to use :func:`tiny_lpips_features`
-LPIPS_FACTORY = "defectkit_defectfill.testing:tiny_lpips_features"
+LPIPS_FACTORY = "defectkit_defectfill.tiny:tiny_lpips_features"
 
 
 def tiny_lpips_features():
@@ -45,7 +45,7 @@ def tiny_lpips_features():
 
 
 #: the import string of :func:`tiny_image_features`, for KID in the CPU-sized recipe
-FEATURES_FACTORY = "defectkit_defectfill.testing:tiny_image_features"
+FEATURES_FACTORY = "defectkit_defectfill.tiny:tiny_image_features"
 
 
 def tiny_image_features():
