@@ -20,45 +20,64 @@ import torch.nn.functional as F
 
 
 class AttentionStore:
-    """Per-layer ``[B, N]`` probabilities of the selected tokens, averaged into one latent-size map."""
+    """Per-layer probabilities of the selected tokens, brought to latent size and summed per resolution.
+
+    ``selection`` is ``[B, K]`` (one token per sample: the maps are ``[B, h, w]``) or ``[B, T, K]`` (T tokens:
+    ``[B, T, h, w]``); a batch dimension of 1 applies the same selection to every sample of the UNet call
+    (inference, where classifier-free guidance doubles the batch).
+    """
 
     def __init__(self) -> None:
         self.active = False
-        self.selection: torch.Tensor | None = None  # [B, K] weights over key positions (sum 1 per row)
+        self.selection: torch.Tensor | None = None  # [B or 1, T, K] weights over key positions (sum 1 per row)
+        self.single = True  # a [B, K] selection: maps without the token dimension
         self.latent_size: tuple[int, int] = (0, 0)
-        self.maps: list[torch.Tensor] = []
+        # native (h, w) of the layers -> [sum of their maps at latent size, how many]; summed, not listed, so a
+        # 50-step inference capture holds one map per resolution
+        self.sums: dict[tuple[int, int], list] = {}
 
     def start(self, selection: torch.Tensor, latent_size: tuple[int, int]) -> None:
-        """Capture the next forward pass: ``selection`` weighs the key positions of each sample's [V*]."""
+        """Capture the next forward passes: ``selection`` weighs the key positions of each sample's token(s)."""
         self.active = True
-        self.selection = selection
+        self.single = selection.ndim == 2
+        self.selection = selection[:, None, :] if self.single else selection
         self.latent_size = latent_size
-        self.maps = []
+        self.sums = {}
 
     def stop(self) -> torch.Tensor:
-        """The captured map ``[B, h, w]``: the decoder layers' maps, each upsampled to latent size, averaged."""
+        """The captured map: every decoder layer's map (each upsampled to latent size) averaged over layers and calls."""
         # the selection stays: a gradient-checkpointing recompute in backward replays the same recording ops
         self.active = False
-        if not self.maps:
+        if not self.sums:
             raise RuntimeError("no decoder cross-attention layer ran while capturing: is this a UNet with attn2?")
-        maps, self.maps = self.maps, []
-        return torch.stack(maps).mean(0)
+        total = sum(entry[0] for entry in self.sums.values())
+        count = sum(entry[1] for entry in self.sums.values())
+        return self._shape(total / count)
+
+    def scale_maps(self) -> list[torch.Tensor]:
+        """The last capture's map per decoder resolution (finest first), each averaged over its layers, at latent size."""
+        ordered = sorted(self.sums.items(), key=lambda item: -item[0][0] * item[0][1])
+        return [self._shape(total / count) for _, (total, count) in ordered]
+
+    def _shape(self, maps: torch.Tensor) -> torch.Tensor:
+        return maps[:, 0] if self.single else maps
 
     def record(self, probs: torch.Tensor, heads: int) -> None:
         selection = self.selection
-        batch = selection.shape[0]
         tokens = probs.shape[-1]
+        batch = probs.shape[0] // heads
         per_head = probs.reshape(batch, heads, -1, tokens).mean(1)  # [B, N, K]
-        weights = selection[:, None, :tokens].to(per_head.dtype)
-        values = (per_head * weights).sum(-1)  # [B, N]
+        weights = selection[..., :tokens].to(per_head.dtype)  # [B or 1, T, K]
+        values = torch.matmul(per_head, weights.transpose(-1, -2)).transpose(1, 2)  # [B, T, N]
         h0, w0 = self.latent_size
-        factor = math.sqrt(h0 * w0 / values.shape[1])
+        factor = math.sqrt(h0 * w0 / values.shape[-1])
         h, w = round(h0 / factor), round(w0 / factor)
-        grid = values.reshape(batch, 1, h, w).float()
+        grid = values.reshape(batch, values.shape[1], h, w).float()
         if (h, w) != (h0, w0):
             grid = F.interpolate(grid, size=(h0, w0), mode="bilinear", align_corners=False)
         if self.active:  # else a recompute of the forward pass: same ops, nothing kept
-            self.maps.append(grid[:, 0])
+            entry = self.sums.get((h, w))
+            self.sums[(h, w)] = [grid, 1] if entry is None else [entry[0] + grid, entry[1] + 1]
 
 
 class RecordingProcessor:
@@ -102,6 +121,11 @@ def install(unet: torch.nn.Module) -> AttentionStore:
     if not found:
         raise RuntimeError("the UNet has no cross-attention layer in its up blocks (up_blocks.*.attn2)")
     return store
+
+
+def decoder_attention_levels(unet: torch.nn.Module) -> int:
+    """At how many resolutions the UNet's decoder has cross-attention (each up block works at one resolution)."""
+    return sum("CrossAttn" in kind for kind in unet.config.up_block_types)
 
 
 def token_selection(input_ids: torch.Tensor, first_id: int, count: int) -> torch.Tensor:

@@ -27,6 +27,8 @@ def defectfill_group() -> None:
 @click.option("--steps", type=int, help="denoising steps (default: the run's generate step, else 50)")
 @click.option("--candidates", type=int, help="K candidates, the low-fidelity one kept (default: the run's)")
 @click.option("--latent-blending/--no-latent-blending", default=None, help="mask-guided latent blending during sampling")
+@click.option("--save-attention", is_flag=True,
+              help="also write each defect type's [V*] cross-attention map as <out>_attention_<type>.png")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto")
 def generate_command(
     run_dir: Path,
@@ -38,10 +40,14 @@ def generate_command(
     steps: int | None,
     candidates: int | None,
     latent_blending: bool | None,
+    save_attention: bool,
     device: str,
 ) -> None:
     """Paint a DefectFill defect into one good image; pixels outside the mask stay exactly as they were."""
     from defectkit_defectfill.single import generate_one
 
-    written = generate_one(run_dir, image_path, mask_path, defect, out, seed, steps, candidates, latent_blending, device)
-    click.echo(f"wrote {written}")
+    written = generate_one(
+        run_dir, image_path, mask_path, defect, out, seed, steps, candidates, latent_blending, device, save_attention
+    )
+    for path in written:
+        click.echo(f"wrote {path}")

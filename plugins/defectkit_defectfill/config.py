@@ -85,6 +85,27 @@ class DefectFillTrainConfig(_Strict):
     attention_branch: Literal["defect", "object"] = Field(
         "defect", description="which forward pass's [V*] cross-attention the attention loss aligns with the mask"
     )
+    lambda_lpips: float = Field(
+        0.0,
+        ge=0.0,
+        description="weight of the perceptual loss (seed 001 §11; 0: off): LPIPS between the real image and the "
+        "decoded one-step estimate of the clean image with the real pixels outside the defect, on the defect "
+        "branch, each sample weighted by its signal share alpha_bar_t; decodes through the VAE with gradients "
+        "(memory: consider gradient_checkpointing)",
+    )
+    lpips_extractor: str = Field(
+        "alex",
+        description="LPIPS network of the perceptual loss: alex, vgg, squeeze (torchmetrics; ImageNet weights are "
+        "downloaded once), timm:NAME or package.module:factory (as the lpips metric)",
+        json_schema_extra=code_option("timm:", "torchvision:"),
+    )
+    lambda_attention_consistency: float = Field(
+        0.0,
+        ge=0.0,
+        description="weight of the multi-scale attention consistency (seed 001 §11; 0: off): the variance of the "
+        "[V*] attention map across the decoder's resolutions (same branch as the attention loss); needs "
+        "cross-attention at two or more decoder resolutions, as the Stable Diffusion UNets have",
+    )
     box_size: tuple[float, float] = Field(
         (0.1, 0.5), description="random box sides, as a share of the image side (min, max)"
     )
@@ -204,6 +225,12 @@ class DefectFillGenerateConfig(_Strict):
         description="mask-guided latent blending (seed 001 §11): after every denoising step the latents outside "
         "the mask are replaced by the good image's latents noised to that step, so the known region steers "
         "the defect's surroundings during sampling (the final pixel blend keeps them exact either way)",
+    )
+    save_attention: bool = Field(
+        False,
+        description="also write each image's [V*] cross-attention map per defect type (decoder layers and "
+        "denoising steps averaged, the prompt's branch; divided by its maximum, white = attended) as "
+        "generated/attention/<index>_<type>.png, named in the image's metadata",
     )
     seed: int | None = Field(None, description="first image's seed; empty: the recipe seed")
     contact_sheet: bool = Field(True, description="write contact_sheet.png (one row per type)")

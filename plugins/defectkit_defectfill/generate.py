@@ -31,6 +31,17 @@ from defectkit_defectfill.masks import MaskSource
 log = logging.getLogger(__name__)
 
 SHARDS = ".shards"  # finished images of an interrupted step, written into generated/ at the end
+ATTENTION_DIR = "attention"  # save_attention: generated/attention/<index>_<type>.png
+
+
+def write_attention_map(path: Path, plane: np.ndarray, size: tuple[int, int]) -> None:
+    """A ``(h, w)`` attention map as a greyscale PNG of ``size`` (width, height), divided by its maximum."""
+    peak = float(plane.max())
+    scaled = plane / peak if peak > 0 else plane
+    picture = Image.fromarray((np.clip(scaled, 0, 1) * 255).round().astype(np.uint8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        picture.resize(size, Image.Resampling.BILINEAR).save(tmp, format="PNG")
 
 
 def blend(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -70,6 +81,17 @@ def low_fidelity_index(
 
 
 @dataclass
+class Filled:
+    """What :meth:`DefectFillGenerator.fill` returns: the kept image, the candidates' LPIPS distances, its index,
+    and (when asked) the kept candidate's [V*] attention map per defect type, ``(h, w)`` floats at latent size."""
+
+    image: Image.Image
+    distances: list[float]
+    chosen: int
+    attention: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
 class Loaded:
     """The fine-tuned inpainting pipeline and what the adapter says about it."""
 
@@ -80,6 +102,34 @@ class Loaded:
     resolution: int
     distance: Any = None
     tokens: dict[str, str] = field(default_factory=dict)
+    attention_store: Any = None  # installed on the UNet's decoder the first time maps are asked for
+
+
+def prompt_token_selection(pipe, prompt: str, tokens: list[str]) -> Any:
+    """``[1, T, 77]`` weights: for each learned token, 1/n on the n positions its vectors take in ``prompt``.
+
+    The prompt is tokenized as the pipeline does (textual-inversion tokens expanded, padded to the
+    tokenizer's length), so the positions are the cross-attention's key positions.
+    """
+    import torch
+
+    tokenizer = pipe.tokenizer
+    convert = getattr(pipe, "maybe_convert_prompt", lambda text, _tokenizer: text)
+    ids = tokenizer(
+        convert(prompt, tokenizer),
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids[0]
+    rows = []
+    for token in tokens:
+        own = tokenizer(convert(token, tokenizer), add_special_tokens=False).input_ids
+        hit = torch.isin(ids, torch.tensor(own)).float()
+        if not bool(hit.any()):
+            raise DefectkitError(f"generate: the prompt {prompt!r} does not hold the token {token}: no attention map")
+        rows.append(hit / hit.sum())
+    return torch.stack(rows)[None]
 
 
 class LatentBlend:
@@ -182,8 +232,13 @@ class DefectFillGenerator:
         guidance: float | None = None,
         steps: int | None = None,
         candidates: int | None = None,
-    ) -> tuple[Image.Image, list[float], int]:
-        """K candidates for ``mask`` on ``image``, blended; return the low-fidelity one, all distances, its index."""
+        attention_types: list[str] | None = None,
+    ) -> Filled:
+        """K candidates for ``mask`` on ``image``, blended; the low-fidelity one, all distances, its index.
+
+        ``attention_types``: also capture the [V*] cross-attention map of each of these defect types' tokens
+        (in ``prompt``), averaged over the decoder layers and the denoising steps.
+        """
         import torch
 
         config = self.config
@@ -205,32 +260,52 @@ class DefectFillGenerator:
                 "callback_on_step_end": LatentBlend(loaded.pipe, small, small_mask, count, seed),
                 "callback_on_step_end_tensor_inputs": ["latents"],
             }
-        with torch.inference_mode():
-            outputs = loaded.pipe(
-                **blending,
-                prompt=prompt,
-                negative_prompt=(config.negative_prompt if negative_prompt is None else negative_prompt) or None,
-                image=small,
-                mask_image=small_mask,
-                height=size,
-                width=size,
-                strength=config.strength,
-                num_inference_steps=steps or config.steps,
-                guidance_scale=config.guidance if guidance is None else guidance,
-                num_images_per_prompt=count,
-                generator=[torch.Generator("cpu").manual_seed(seed * 1_000 + k) for k in range(count)],
-            ).images
+        store = None
+        if attention_types:
+            from defectkit_defectfill import attention
+
+            if loaded.attention_store is None:
+                loaded.attention_store = attention.install(loaded.pipe.unet)
+            store = loaded.attention_store
+            tokens = [loaded.tokens[t] for t in attention_types]
+            latent = size // loaded.pipe.vae_scale_factor
+            store.start(prompt_token_selection(loaded.pipe, prompt, tokens).to(loaded.backend.device()), (latent, latent))
+        maps = None
+        try:
+            with torch.inference_mode():
+                outputs = loaded.pipe(
+                    **blending,
+                    prompt=prompt,
+                    negative_prompt=(config.negative_prompt if negative_prompt is None else negative_prompt) or None,
+                    image=small,
+                    mask_image=small_mask,
+                    height=size,
+                    width=size,
+                    strength=config.strength,
+                    num_inference_steps=steps or config.steps,
+                    guidance_scale=config.guidance if guidance is None else guidance,
+                    num_images_per_prompt=count,
+                    generator=[torch.Generator("cpu").manual_seed(seed * 1_000 + k) for k in range(count)],
+                ).images
+            if store is not None:
+                # guidance puts the negative prompt's rows first: the prompt's are the last `count`
+                maps = store.stop()[-count:].float().cpu().numpy()
+        finally:
+            if store is not None:
+                store.active, store.selection = False, None  # the processors compute plain attention again
         width, height = image.size
         blended = [
             blend(original, np.asarray(o.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)), mask)
             for o in outputs
         ]
         if count == 1:
-            return Image.fromarray(blended[0]), [], 0
-        if loaded.distance is None:
-            loaded.distance = self.selection_distance(loaded.backend.device())
-        chosen, distances = low_fidelity_index(original, blended, mask, loaded.distance, config.selection_size)
-        return Image.fromarray(blended[chosen]), distances, chosen
+            chosen, distances = 0, []
+        else:
+            if loaded.distance is None:
+                loaded.distance = self.selection_distance(loaded.backend.device())
+            chosen, distances = low_fidelity_index(original, blended, mask, loaded.distance, config.selection_size)
+        attended = {t: maps[chosen, k] for k, t in enumerate(attention_types)} if maps is not None else {}
+        return Filled(Image.fromarray(blended[chosen]), distances, chosen, attended)
 
     # -- the step -------------------------------------------------------------------------
 
@@ -287,7 +362,8 @@ class DefectFillGenerator:
                 config.object_class or loaded.info.get("object_classes", {}).get(group[0]) or good.object_class
             )
             prompt = self.prompt(loaded, group, object_class)
-            result, distances, chosen = self.fill(loaded, image, mask, prompt, seed)
+            filled = self.fill(loaded, image, mask, prompt, seed, attention_types=group if config.save_attention else None)
+            result, distances, chosen = filled.image, filled.distances, filled.chosen
             meta = {
                 **common,
                 "prompt": prompt,
@@ -298,6 +374,13 @@ class DefectFillGenerator:
                 "lpips_candidates": [round(d, 6) for d in distances],
                 "chosen": chosen,
             }
+            if filled.attention:
+                meta["attention"], meta["attention_max"] = {}, {}
+                for defect, plane in filled.attention.items():
+                    name = f"{index:06d}_{defect}.png"
+                    write_attention_map(shards / ATTENTION_DIR / name, plane, image.size)
+                    meta["attention"][defect] = f"{ATTENTION_DIR}/{name}"
+                    meta["attention_max"][defect] = round(float(plane.max()), 6)
             with atomic_path(shards / f"{index:06d}.png") as tmp:
                 result.save(tmp, format="PNG")
             with atomic_path(shards / f"{index:06d}_mask.png") as tmp:
@@ -310,6 +393,9 @@ class DefectFillGenerator:
             with Image.open(shards / f"{index:06d}.png") as image, Image.open(shards / f"{index:06d}_mask.png") as mask:
                 writer.add(image.convert("RGB"), record["defect_type"], record["meta"], mask=np.asarray(mask) > 127)
         root = writer.close(contact_sheet=config.contact_sheet)
+        if (shards / ATTENTION_DIR).is_dir():
+            shutil.rmtree(root / ATTENTION_DIR, ignore_errors=True)
+            shutil.move(shards / ATTENTION_DIR, root / ATTENTION_DIR)
         shutil.rmtree(shards, ignore_errors=True)
         ctx.add_artifact("generated_images", root)
         if config.contact_sheet:
@@ -343,6 +429,8 @@ class DefectFillSession:
         self.generator = generator
         self.loaded = loaded
         self.labels = ["+".join(g) for g in generator.groups(loaded)]
+        #: the [V*] maps of the last image (defect type -> latent-size floats) when the config saves attention
+        self.last_attention: dict[str, np.ndarray] = {}
 
     def generate(
         self,
@@ -367,10 +455,19 @@ class DefectFillSession:
             group[0], ""
         )
         text = prompt or self.generator.prompt(self.loaded, group, object_class or "object")
-        result, _, _ = self.generator.fill(
-            self.loaded, image, array, text, int(seed), negative_prompt=negative_prompt, guidance=guidance, steps=steps
+        filled = self.generator.fill(
+            self.loaded,
+            image,
+            array,
+            text,
+            int(seed),
+            negative_prompt=negative_prompt,
+            guidance=guidance,
+            steps=steps,
+            attention_types=group if self.generator.config.save_attention else None,
         )
-        return result
+        self.last_attention = filled.attention
+        return filled.image
 
 
 def _distributed() -> bool:

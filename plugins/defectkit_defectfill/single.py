@@ -11,7 +11,7 @@ from defectkit.errors import DefectkitError
 from defectkit.io import atomic_path
 from defectkit.rundir import RunDirectory
 from defectkit_defectfill.config import DefectFillGenerateConfig
-from defectkit_defectfill.generate import DefectFillGenerator, DefectFillSession
+from defectkit_defectfill.generate import DefectFillGenerator, DefectFillSession, write_attention_map
 
 
 def run_generate_options(run: RunDirectory) -> dict:
@@ -37,11 +37,17 @@ def generate_one(
     candidates: int | None = None,
     latent_blending: bool | None = None,
     device: str = "auto",
-) -> Path:
-    """Fill ``defect`` into the image at ``image_path`` where ``mask_path`` is set; return the PNG written."""
+    save_attention: bool = False,
+) -> list[Path]:
+    """Fill ``defect`` into the image at ``image_path`` where ``mask_path`` is set; return the PNGs written.
+
+    The first is the image; with ``save_attention`` one ``<out>_attention_<type>.png`` per defect type follows.
+    """
     run = RunDirectory(run_dir)
     adapter = run.artifact("adapter", producers=("defectfill",))
     options = run_generate_options(run)
+    if save_attention:
+        options["save_attention"] = True
     for key, value in (("steps", steps), ("candidates", candidates), ("latent_blending", latent_blending)):
         if value is not None:
             options[key] = value
@@ -59,4 +65,9 @@ def generate_one(
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         result.save(tmp, format="PNG")
-    return out
+    written = [out]
+    for kind, plane in session.last_attention.items():
+        path = out.with_name(f"{out.stem}_attention_{kind}.png")
+        write_attention_map(path, plane, result.size)
+        written.append(path)
+    return written

@@ -9,6 +9,10 @@ Each micro-batch uses every defect image twice, in one UNet call of 2B samples:
 * attention: the decoder's cross-attention map of [V*] (one branch's) against M
   (:func:`~defectkit_defectfill.losses.attention_loss`).
 
+Two optional terms are seed 001 §11's extension directions: a perceptual (LPIPS) loss on the decoded
+one-step estimate of the defect branch (``lambda_lpips``), and the consistency of the [V*] map across the
+decoder's resolutions (``lambda_attention_consistency``).
+
 The adapters are those of ``ti_lora`` (a learned token per defect type, LoRA on the UNet attention and the
 text encoder) and the loop, checkpoints, resume and NaN skipping are the finetune trainers' own
 (:meth:`FinetuneTrainer.optimize`); the artifact is the same ``adapter`` folder, which ``apply_adapter``
@@ -28,23 +32,61 @@ from defectkit_finetune.optim import build_lr_scheduler, build_optimizer
 from defectkit_finetune.trainer import ADAPTER_DIR, Objective, TiLoraTrainer, TrainingState
 
 from defectkit import io as dkio
-from defectkit.errors import DataError
+from defectkit.errors import DataError, DefectkitError
 from defectkit_defectfill import attention
 from defectkit_defectfill.config import DefectFillTrainConfig
-from defectkit_defectfill.losses import attention_loss, defect_loss, latent_mask, object_loss, random_boxes
+from defectkit_defectfill.losses import (
+    attention_consistency_loss,
+    attention_loss,
+    defect_loss,
+    latent_mask,
+    object_loss,
+    perceptual_loss,
+    predicted_clean_latents,
+    random_boxes,
+)
 
 TINY_MODEL_DIR = "tiny_model"
-TERMS = ("defect", "object", "attention")
+TERMS = ("defect", "object", "attention")  # the paper's; the extension terms follow when they are on
+
+
+def loss_terms(config: DefectFillTrainConfig) -> tuple[str, ...]:
+    """The names of the loss terms a run with ``config`` logs, in the order of the objective's parts."""
+    extra = (("lpips",) if config.lambda_lpips > 0 else ()) + (
+        ("attention_consistency",) if config.lambda_attention_consistency > 0 else ()
+    )
+    return TERMS + extra
 
 
 class DefectFillObjective(Objective):
-    """The three losses from one UNet call over the defect and object branches (first and second half)."""
+    """The losses from one UNet call over the defect and object branches (first and second half)."""
 
-    def __init__(self, backbone: Backbone, config: DefectFillTrainConfig, tokens, store: attention.AttentionStore):
+    def __init__(
+        self,
+        backbone: Backbone,
+        config: DefectFillTrainConfig,
+        tokens,
+        store: attention.AttentionStore,
+        perceptual=None,
+    ):
         super().__init__(backbone, config, tokens, train_text=True)
         self.store = store
+        self.perceptual = perceptual  # the LPIPS distance of lambda_lpips (None: off)
 
-    def forward(self, latents, noise, timesteps, text, time_ids, inpaint_mask, masked_latents, loss_mask, selection):
+    def forward(
+        self,
+        latents,
+        noise,
+        timesteps,
+        text,
+        time_ids,
+        inpaint_mask,
+        masked_latents,
+        loss_mask,
+        selection,
+        pixels=None,
+        pixel_mask=None,
+    ):
         backbone, config = self.backbone, self.config
         scheduler = backbone.noise_scheduler
         noisy = scheduler.add_noise(latents, noise, timesteps)
@@ -61,12 +103,25 @@ class DefectFillObjective(Objective):
         half = latents.shape[0] // 2
         l_defect = defect_loss(prediction[:half], target[:half], loss_mask)
         l_object = object_loss(prediction[half:], target[half:], loss_mask, config.alpha_object)
-        attended = maps[:half] if config.attention_branch == "defect" else maps[half:]
+        branch = slice(0, half) if config.attention_branch == "defect" else slice(half, None)
+        attended = maps[branch]
         l_attention = attention_loss(attended, loss_mask)
         total = (
             config.lambda_defect * l_defect + config.lambda_object * l_object + config.lambda_attention * l_attention
         )
-        return total, torch.stack([l_defect, l_object, l_attention]).detach(), attended.detach()
+        parts = [l_defect, l_object, l_attention]
+        if config.lambda_lpips > 0:
+            abar = scheduler.alphas_cumprod.to(latents.device)[timesteps[:half]]
+            clean = predicted_clean_latents(noisy[:half], prediction[:half], abar, kind)
+            estimate = backbone.decode_latents(clean)
+            l_lpips = perceptual_loss(estimate, pixels, pixel_mask, abar, self.perceptual)
+            total = total + config.lambda_lpips * l_lpips
+            parts.append(l_lpips)
+        if config.lambda_attention_consistency > 0:
+            l_consistency = attention_consistency_loss([m[branch] for m in self.store.scale_maps()])
+            total = total + config.lambda_attention_consistency * l_consistency
+            parts.append(l_consistency)
+        return total, torch.stack(parts).detach(), attended.detach()
 
 
 class DefectFillTrainer(TiLoraTrainer):
@@ -96,7 +151,10 @@ class DefectFillTrainer(TiLoraTrainer):
         if not (folder / "model_index.json").is_file():
             if ctx.is_main_process:
                 with dkio.atomic_dir(folder) as tmp:
-                    build_tiny_pipeline(backend.family, tmp, inpainting=True, seed=config.seed)
+                    # lambda_attention_consistency compares resolutions: then cross-attention at both (twice
+                    # the step time on a CPU), else at the coarser one only
+                    levels = 2 if config.lambda_attention_consistency > 0 else 1
+                    build_tiny_pipeline(backend.family, tmp, inpainting=True, seed=config.seed, attention_levels=levels)
             ctx.accelerator.wait_for_everyone()
         return str(folder)
 
@@ -123,13 +181,21 @@ class DefectFillTrainer(TiLoraTrainer):
                 "DefectFill learns from image-mask pairs (choose another split: or classes:)"
             )
 
+        levels = attention.decoder_attention_levels(backbone.denoiser)
+        if config.lambda_attention_consistency > 0 and levels < 2:
+            raise DefectkitError(
+                f"{where}: lambda_attention_consistency compares the [V*] attention across decoder resolutions, "
+                f"and this UNet has cross-attention at {levels} (set it to 0 for this model)"
+            )
         dtype = self._precision(accelerator, device)
         self._place(backbone, device, dtype)
         store = attention.install(backbone.denoiser)
         source = BatchSource(records, config, accelerator.process_index, accelerator.num_processes)
         token_ids = self._token_ids(backbone)
+        perceptual = self._perceptual_distance(device) if config.lambda_lpips > 0 else None
+        names = loss_terms(config)
 
-        objective = DefectFillObjective(backbone, config, self.tokens, store)
+        objective = DefectFillObjective(backbone, config, self.tokens, store, perceptual)
         groups = self.parameter_groups(backbone)
         params = [p for g in groups for p in g["params"]]
         optimizer = build_optimizer(groups, config, device)
@@ -137,7 +203,7 @@ class DefectFillTrainer(TiLoraTrainer):
         scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
         first, nonfinite = self.resume_state(ctx, objective, optimizer, schedule, scaler, None)
         model, optimizer = accelerator.prepare(objective, optimizer)
-        terms = torch.zeros(len(TERMS), device=device)
+        terms = torch.zeros(len(names), device=device)
         last_terms: dict[str, float] = {}
 
         def micro_loss(index: int):
@@ -158,7 +224,7 @@ class DefectFillTrainer(TiLoraTrainer):
             nonlocal terms
             values = accelerator.gather(terms.reshape(1, -1)).mean(0)
             if bool(torch.isfinite(values).all()):
-                last_terms.update({name: float(v) for name, v in zip(TERMS, values, strict=True)})
+                last_terms.update({name: float(v) for name, v in zip(names, values, strict=True)})
             terms = torch.zeros_like(terms)
             if done % config.log_every == 0 or done == config.steps:
                 for name, value in last_terms.items():
@@ -173,9 +239,15 @@ class DefectFillTrainer(TiLoraTrainer):
         if ctx.is_main_process:
             figures = self.run_metrics(ctx, backbone, state, len(records), len(classes), loss_value, nonfinite, seconds)
             figures["model"] = self.model_source
-            figures.update({f"final_loss_{name}": round(value, 6) for name, value in last_terms.items()})
+            figures.update({f"final_loss_{name}": float(f"{value:.6g}") for name, value in last_terms.items()})
             ctx.log_metrics(figures)
         ctx.add_artifact("adapter", folder)
+
+    def _perceptual_distance(self, device):
+        """The frozen LPIPS distance of ``lambda_lpips`` (two ``[0, 1]`` batches -> one distance per pair)."""
+        from defectkit_metrics.extractors import lpips_distance
+
+        return lpips_distance(self.config.lpips_extractor, device)
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -239,6 +311,8 @@ class DefectFillTrainer(TiLoraTrainer):
             "loss_mask": latent_mask(masks, size_latent),
             "selection": self._selection(backbone, prompts, defects + defects, token_ids).to(device),
         }
+        if config.lambda_lpips > 0:  # the defect branch's image and pixel mask, for the perceptual loss
+            inputs.update(pixels=pixels.to(dtype), pixel_mask=masks.to(dtype))
         return inputs, pixels
 
     # -- logs and outputs ------------------------------------------------------------------

@@ -112,7 +112,7 @@ def _tiny_vae(shift: bool = False):
     )
 
 
-def _tiny_unet(cross_attention_dim: int, in_channels: int, sdxl: bool):
+def _tiny_unet(cross_attention_dim: int, in_channels: int, sdxl: bool, attention_levels: int = 1):
     from diffusers import UNet2DConditionModel
 
     options: dict = {}
@@ -132,19 +132,24 @@ def _tiny_unet(cross_attention_dim: int, in_channels: int, sdxl: bool):
         sample_size=16,
         in_channels=in_channels,
         out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        down_block_types=("CrossAttnDownBlock2D" if attention_levels == 2 else "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D" if attention_levels == 2 else "UpBlock2D"),
         cross_attention_dim=cross_attention_dim,
         norm_num_groups=4,
         **options,
     )
 
 
-def build_tiny_pipeline(family: str, folder: str | Path, inpainting: bool = False, seed: int = 0) -> Path:
+def build_tiny_pipeline(
+    family: str, folder: str | Path, inpainting: bool = False, seed: int = 0, attention_levels: int = 1
+) -> Path:
     """Write a tiny random ``family`` pipeline (sd15, sdxl, sd3) to ``folder``; return the folder.
 
     ``inpainting=True`` gives the 9-channel UNet of the inpainting models (sd15,
-    sdxl) and saves the matching ``*InpaintPipeline``.
+    sdxl) and saves the matching ``*InpaintPipeline``. ``attention_levels``: at how
+    many of the UNet's two resolutions it has cross-attention (1: the coarser
+    only; 2: both, as real UNets have it at several resolutions, which DefectFill's
+    multi-scale attention consistency needs).
     """
     import diffusers
     import torch
@@ -152,6 +157,8 @@ def build_tiny_pipeline(family: str, folder: str | Path, inpainting: bool = Fals
 
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    if attention_levels not in (1, 2):
+        raise ValueError(f"attention_levels must be 1 or 2, got {attention_levels!r}")
     if inpainting and family == "sd3":
         raise ValueError("no tiny SD3 inpainting pipeline: defectkit's inpainting backends are sd15, sd2 and sdxl")
     folder = Path(folder)
@@ -170,7 +177,7 @@ def build_tiny_pipeline(family: str, folder: str | Path, inpainting: bool = Fals
     }
     if family == "sd15":
         parts = {
-            "unet": _tiny_unet(32, in_channels, sdxl=False),
+            "unet": _tiny_unet(32, in_channels, sdxl=False, attention_levels=attention_levels),
             "vae": _tiny_vae(),
             "text_encoder": CLIPTextModel(_clip_config(vocab)),
             "tokenizer": tokenizer,
@@ -182,7 +189,7 @@ def build_tiny_pipeline(family: str, folder: str | Path, inpainting: bool = Fals
         cls = diffusers.StableDiffusionInpaintPipeline if inpainting else diffusers.StableDiffusionPipeline
     elif family == "sdxl":
         parts = {
-            "unet": _tiny_unet(64, in_channels, sdxl=True),
+            "unet": _tiny_unet(64, in_channels, sdxl=True, attention_levels=attention_levels),
             "vae": _tiny_vae(),
             "text_encoder": CLIPTextModel(_clip_config(vocab)),
             "text_encoder_2": CLIPTextModelWithProjection(_clip_config(vocab, projection_dim=32)),

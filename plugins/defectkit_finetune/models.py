@@ -84,6 +84,12 @@ class Backbone:
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
         return ((dist.mean - shift) * scale).float(), (dist.std * scale).float()
 
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`encode_images`: scaled latents -> ``[-1, 1]`` images (differentiable)."""
+        scale = self.vae.config.scaling_factor
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        return self.vae.decode((latents / scale + shift).to(self.vae.dtype)).sample.float()
+
 
 def load_backbone(backend: str, model: str, device, inpainting: bool = False) -> Backbone:
     """Load ``model`` through the ``model_backend`` component ``backend``; fp32 weights, all frozen.

@@ -157,7 +157,10 @@ def _as_layers(output: torch.Tensor | list | tuple | dict) -> list[torch.Tensor]
 
 
 def lpips_distance(spec: str, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """A function of two float [0, 1] image batches returning one LPIPS distance per pair."""
+    """A function of two float [0, 1] image batches returning one LPIPS distance per pair.
+
+    The network is frozen; the distance is differentiable in its inputs (a perceptual training loss uses it).
+    """
     if spec in LPIPS_NETS:
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
@@ -168,7 +171,7 @@ def lpips_distance(spec: str, device: torch.device) -> Callable[[torch.Tensor, t
                 f"lpips extractor {spec!r}: cannot load the ImageNet backbone weights ({exc}); "
                 "offline, pass a factory 'package.module:function'"
             ) from None
-        network = metric.net
+        network = metric.net.requires_grad_(False)  # frozen: a loss may differentiate through it to its inputs
         return lambda a, b: network(a, b, normalize=True).flatten()
     if spec.startswith("timm:"):
         model: nn.Module = FeatureLPIPS(backbone(spec, features_only=True))
@@ -181,5 +184,5 @@ def lpips_distance(spec: str, device: torch.device) -> Callable[[torch.Tensor, t
         raise ExtractorError(
             f"lpips: unknown extractor {spec!r}; use {', '.join(LPIPS_NETS)}, 'timm:NAME' or 'package.module:factory'"
         )
-    model = model.to(device)
+    model = model.to(device).requires_grad_(False)
     return lambda a, b: model(a, b)

@@ -4,7 +4,16 @@ import pytest
 import torch
 
 from defectkit_defectfill import attention
-from defectkit_defectfill.losses import attention_loss, defect_loss, latent_mask, object_loss, random_boxes
+from defectkit_defectfill.losses import (
+    attention_consistency_loss,
+    attention_loss,
+    defect_loss,
+    latent_mask,
+    object_loss,
+    perceptual_loss,
+    predicted_clean_latents,
+    random_boxes,
+)
 
 
 def _mask(size=8):
@@ -81,8 +90,9 @@ def test_capture_keeps_the_unet_output_and_trains_lora_through_the_map():
         sample_size=16,
         in_channels=9,
         out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        # cross-attention at both resolutions, as the real UNets have it at several
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32,
         norm_num_groups=4,
     )
@@ -104,12 +114,86 @@ def test_capture_keeps_the_unet_output_and_trains_lora_through_the_map():
     maps = store.stop()
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)  # the processor computes the same attention
     assert maps.shape == (2, 16, 16) and bool(((maps >= 0) & (maps <= 1)).all())
-    assert not store.active and store.maps == []
+    assert attention.decoder_attention_levels(unet) == 2
+    scales = store.scale_maps()  # one map per decoder resolution (16 and 8), both at latent size
+    assert [m.shape for m in scales] == [(2, 16, 16)] * 2 and sorted(store.sums) == [(8, 8), (16, 16)]
+    assert not torch.allclose(scales[0], scales[1])
+    kept = {key: entry[1] for key, entry in store.sums.items()}
+    assert not store.active
     unet(sample, t, text)  # after stop(): the same ops run (for checkpointing's recompute), nothing is kept
-    assert store.maps == []
+    assert {key: entry[1] for key, entry in store.sums.items()} == kept
 
     target = torch.zeros(2, 1, 16, 16)
     target[:, :, 4:8, 4:8] = 1.0
-    attention_loss(maps, target).backward()
+    attention_loss(maps, target).backward(retain_graph=True)
     grads = [p.grad for n, p in unet.named_parameters() if "lora" in n and "attn2" in n and "up_blocks" in n]
     assert grads and any(g is not None and g.abs().sum() > 0 for g in grads)
+
+    # the multi-scale consistency trains the adapters of both resolutions' layers
+    unet.zero_grad()
+    attention_consistency_loss(scales).backward()
+    for block in ("up_blocks.0.", "up_blocks.1."):
+        grads = [p.grad for n, p in unet.named_parameters() if n.startswith(block) and "lora" in n and "attn2" in n]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), block
+
+
+def test_capture_of_several_tokens_broadcasts_over_the_batch():
+    store = attention.AttentionStore()
+    selection = torch.zeros(1, 2, 5)  # one selection for every sample: token A at 1, token B at 3 and 4
+    selection[0, 0, 1] = 1.0
+    selection[0, 1, 3:5] = 0.5
+    store.start(selection, (4, 4))
+    heads, batch = 2, 3
+    probs = torch.zeros(batch * heads, 16, 5)
+    probs[..., 1] = 0.25
+    probs[..., 3] = 0.75
+    store.record(probs, heads)
+    maps = store.stop()
+    assert maps.shape == (3, 2, 4, 4)
+    torch.testing.assert_close(maps[:, 0], torch.full((3, 4, 4), 0.25))
+    torch.testing.assert_close(maps[:, 1], torch.full((3, 4, 4), 0.375))
+
+
+def test_attention_consistency_is_the_variance_across_resolutions():
+    coarse = torch.zeros(2, 8, 8)
+    assert attention_consistency_loss([coarse, coarse.clone()]) == 0.0
+    fine = torch.ones(2, 8, 8)
+    torch.testing.assert_close(attention_consistency_loss([coarse, fine]), torch.tensor(0.25))  # each 0.5 off
+    with pytest.raises(ValueError, match="two or more"):
+        attention_consistency_loss([coarse])
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+def test_predicted_clean_latents_invert_the_forward_process(kind):
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(prediction_type=kind)
+    torch.manual_seed(0)
+    latents, noise = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    t = torch.tensor([0, 400, 900])
+    noisy = scheduler.add_noise(latents, noise, t)
+    exact = noise if kind == "epsilon" else scheduler.get_velocity(latents, noise, t)
+    estimate = predicted_clean_latents(noisy, exact, scheduler.alphas_cumprod[t], kind)
+    torch.testing.assert_close(estimate, latents, atol=1e-3, rtol=1e-3)
+
+
+def test_perceptual_loss_sees_only_the_defect_region_weighted_by_the_signal_share():
+    from defectkit_metrics.extractors import FeatureLPIPS
+
+    from defectkit_defectfill.tiny import tiny_lpips_features
+
+    distance = FeatureLPIPS(tiny_lpips_features()).requires_grad_(False)
+    torch.manual_seed(0)
+    real = torch.rand(2, 3, 32, 32) * 2 - 1
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, 8:20, 8:20] = 1.0
+    weight = torch.ones(2)
+    wrong_outside = torch.where(mask.bool(), real, -real)
+    assert perceptual_loss(wrong_outside, real, mask, weight, distance) == 0.0
+    estimate = torch.where(mask.bool(), torch.zeros_like(real), real).requires_grad_(True)
+    loss = perceptual_loss(estimate, real, mask, weight, distance)
+    assert loss > 0
+    loss.backward()
+    assert estimate.grad[:, :, 8:20, 8:20].abs().sum() > 0 and (estimate.grad * (1 - mask)).abs().sum() == 0
+    half = perceptual_loss(estimate.detach(), real, mask, torch.tensor([0.5, 0.5]), distance)
+    torch.testing.assert_close(half, loss.detach() / 2)

@@ -124,19 +124,68 @@ def test_train_then_generate_end_to_end(registered, tmp_path, monkeypatch):
     painted[10:20, 12:30] = 255
     out = np.asarray(session.generate("hole", image=good, mask=Image.fromarray(painted), seed=3))
     assert np.array_equal(out[painted == 0], np.asarray(good)[painted == 0])
+    assert session.last_attention == {}  # maps only when asked
     with pytest.raises(DefectkitError, match="paint the mask"):
         session.generate("hole", image=good)
 
 
-def test_sdxl_inpainting_backend(registered, tmp_path, monkeypatch):
+def test_sdxl_inpainting_backend_and_saved_attention_maps(registered, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     options = {"backend": "sdxl_inpainting", "steps": 2, "attention_branch": "object", "max_boxes": 3}
-    data = recipe(train=options, generate={"combine": [], "mask": {"source": "random", "dilate": 1}})
-    run = run_recipe_dict(data, tmp_path / "run")
+    generate = {"mask": {"source": "random", "dilate": 1}, "save_attention": True}
+    run = run_recipe_dict(recipe(train=options, generate=generate), tmp_path / "run")
     from defectkit_diffusion.adapter import read_adapter
 
     assert read_adapter(run / "01_train" / "adapter").family == "sdxl"
-    assert json.loads((run / "metrics.json").read_text())["generate"]["generated_images"] == 2
+    assert json.loads((run / "metrics.json").read_text())["generate"]["generated_images"] == 3
+    # save_attention: one map per image and defect type, named in the metadata, at the image's size
+    root = run / "02_generate" / "generated"
+    records = [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines()]
+    assert [sorted(r["attention"]) for r in records] == [["color"], ["hole"], ["color", "hole"]]
+    combined = {}
+    for record in records:
+        for defect, name in record["attention"].items():
+            plane = np.asarray(Image.open(root / name))
+            assert plane.shape == (48, 48) and plane.max() == 255 and record["attention_max"][defect] > 0
+            combined[defect] = plane if len(record["attention"]) == 2 else combined.get(defect)
+    assert not np.array_equal(combined["hole"], combined["color"])  # each token's own map
+    assert not (run / "02_generate" / ".shards").exists()
+
+
+def test_extension_losses_train_and_are_logged(registered, tmp_path, monkeypatch):
+    from defectkit_defectfill.tiny import LPIPS_FACTORY
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from defectkit_diffusion.tiny import build_tiny_pipeline
+
+    # one model for all three runs: a tiny UNet with cross-attention at both decoder resolutions
+    model = {"tiny_model": False, "model": str(build_tiny_pipeline("sd15", tmp_path / "m", True, attention_levels=2))}
+    plain = run_recipe_dict(recipe(train=model, with_generate=False), tmp_path / "plain")
+    assert "final_loss_lpips" not in json.loads((plain / "metrics.json").read_text())["train"]
+    weights = load_file(plain / "01_train" / "adapter" / "pytorch_lora_weights.safetensors")
+    cases = {
+        "lpips": {"lambda_lpips": 1.0, "lpips_extractor": LPIPS_FACTORY},
+        "attention_consistency": {"lambda_attention_consistency": 5.0},
+    }
+    for term, options in cases.items():
+        run = run_recipe_dict(recipe(train={**model, **options}, with_generate=False), tmp_path / term)
+        value = json.loads((run / "metrics.json").read_text())["train"][f"final_loss_{term}"]
+        assert np.isfinite(value) and value > 0, term
+        tags = {json.loads(line)["tag"] for line in (run / "scalars.jsonl").read_text().splitlines()}
+        assert f"train/defectfill/loss_{term}" in tags
+        # the term reaches the weights: the same seed and data train a different adapter
+        other = load_file(run / "01_train" / "adapter" / "pytorch_lora_weights.safetensors")
+        assert other.keys() == weights.keys() and any(not torch.allclose(weights[k], other[k]) for k in weights), term
+
+
+def test_attention_consistency_needs_two_decoder_resolutions(registered, tmp_path, monkeypatch):
+    from defectkit_diffusion.tiny import build_tiny_pipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = build_tiny_pipeline("sd15", tmp_path / "one_level", inpainting=True)  # cross-attention at one
+    train = {"tiny_model": False, "model": str(folder), "lambda_attention_consistency": 1.0}
+    with pytest.raises(DefectkitError, match="cross-attention at 1 .*set it to 0"):
+        run_recipe_dict(recipe(train=train, with_generate=False), tmp_path / "run")
 
 
 def test_resume_equals_uninterrupted(registered, tmp_path, monkeypatch):

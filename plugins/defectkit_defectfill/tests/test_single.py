@@ -30,13 +30,15 @@ def test_one_image_from_the_command_line_changes_only_the_masked_pixels(trained,
     with pytest.raises(SystemExit) as ended:
         main(["defectfill", "generate", str(trained), "--image", str(tmp_path / "good.png"), "--mask",
               str(tmp_path / "mask.png"), "--defect", defect, "--out", str(out), "--steps", "2", "--candidates", "1",
-              "--latent-blending"])
+              "--latent-blending", "--save-attention"])
     assert ended.value.code == 0, capsys.readouterr().err
+    attended = out.with_name(f"filled_attention_{defect}.png")
+    assert np.asarray(Image.open(attended)).shape == (48, 48)
     filled = np.asarray(Image.open(out).convert("RGB"))
     outside = mask == 0
     assert np.array_equal(filled[outside], np.asarray(good)[outside])  # bit-exact outside the mask
     assert not np.array_equal(filled[~outside], np.asarray(good)[~outside])
-    assert f"wrote {out}" in capsys.readouterr().out
+    assert f"wrote {out}\nwrote {attended}" in capsys.readouterr().out
     # mistakes are one line: an unknown type, an empty mask
     with pytest.raises(SystemExit) as ended:
         main(["defectfill", "generate", str(trained), "--image", str(tmp_path / "good.png"), "--mask",
