@@ -1,16 +1,22 @@
-"""decodiff inference: batched on-device maps against the seed's per-image numpy loop, in the same run.
+"""decodiff inference: batched on-device maps against the official evaluation script's path, in the same run.
 
     python -m benchmarks.bench_decodiff                      # GPU: UNet_L, 256 px, 5 steps, bf16
-    python -m benchmarks.bench_decodiff --device cpu --model-size XS --size 128 --images 8 --threads 2
+    python -m benchmarks.bench_decodiff --device cpu --model-size XS --size 128 --images 16 --threads 2
 
 Both sides run the same models (random weights of the real shapes: UNet of
 ``--model-size`` for 15 classes, an AutoencoderKL with Stable Diffusion's VAE
 architecture, as ``stabilityai/sd-vae-ft-ema``, which cannot be downloaded
-here) and the same 5 DDIM deviation steps from the clean latent. Ours: batches
-of ``--batch`` through :class:`defectkit_decodiff.detector.AnomalyScorer`, blur,
-clip, resize and fusion on the device for the whole batch. Reference: the
-seed's loop, one image at a time, the maps moved to numpy and post-processed
-with ``scipy.ndimage.gaussian_filter`` and ``skimage.transform.resize``.
+here), the same 5 DDIM deviation steps from the clean latent and the same
+image map (the decoded corrected latent against the decoded clean latent).
+Ours: batches of ``--batch`` through
+:class:`defectkit_decodiff.detector.AnomalyScorer`, both latents decoded in one
+VAE call, blur, clip, resize and fusion on the device for the whole batch.
+Reference: the official evaluation script (farzad-bz/DeCo-Diff,
+``evaluation_DeCo_Diff.py``) as it is: batches of 8 through the VAE encoder,
+the sampler and two VAE decodes, every result kept as a per-image tensor,
+then its per-image post-processing in numpy
+(``scipy.ndimage.gaussian_filter``, ``skimage.transform.resize``, the geometric
+and the arithmetic map both computed, as the script does).
 """
 
 from __future__ import annotations
@@ -53,25 +59,37 @@ def scorer(model_size: str, size: int, device: torch.device, precision: str) -> 
     return ours
 
 
-def seed_loop(ours: AnomalyScorer, images: torch.Tensor, classes: torch.Tensor) -> list[float]:
-    """The seed's inference, one image at a time, post-processing in numpy on the CPU."""
-    scores = []
+OFFICIAL_BATCH = 8  # the official evaluation's DataLoader batch size
+
+
+def official_evaluation(ours: AnomalyScorer, images: torch.Tensor, classes: torch.Tensor) -> list[float]:
+    """The official evaluation's inference and map code path, on our models (image score: the map's maximum)."""
     abar = cosine_alphas_cumprod(10)
     autocast = torch.autocast(ours.device.type, dtype=torch.bfloat16, enabled=ours.config.precision == "bf16")
-    for i in range(len(images)):
-        x0 = images[i : i + 1]
+    encoded_s, image_samples_s, latent_samples_s, x0_s = [], [], [], []
+    for i in range(0, len(images), OFFICIAL_BATCH):
+        x, cls = images[i : i + OFFICIAL_BATCH], classes[i : i + OFFICIAL_BATCH]
         with torch.no_grad(), autocast:
-            encoded = ours.codec.encode(x0)
-            latent, _ = ddim_deviation_sample(ours.checkpoint.unet, encoded, classes[i : i + 1], abar, 5, 5)
-            image_samples = ours.codec.decode(latent)
-        image_diff = torch.abs(image_samples - x0).float().mean(axis=0).cpu()
+            encoded = ours.codec.encode(x)
+            latent_samples, _ = ddim_deviation_sample(ours.checkpoint.unet, encoded, cls, abar, 5, 5)
+            image_samples = ours.codec.decode(latent_samples)
+            x0 = ours.codec.decode(encoded)  # the second decode: the clean latent is the image map's reference
+        encoded_s += [e.unsqueeze(0) for e in encoded]
+        image_samples_s += [s.unsqueeze(0) for s in image_samples]
+        latent_samples_s += [s.unsqueeze(0) for s in latent_samples]
+        x0_s += [s.unsqueeze(0) for s in x0]
+    scores = []
+    for x, encoded, image_samples, latent_samples in zip(x0_s, encoded_s, image_samples_s, latent_samples_s):
+        image_diff = torch.abs(image_samples - x).to(torch.float32).mean(axis=0).cpu()
         image_diff = image_diff.numpy().transpose(1, 2, 0).max(axis=2)
         image_diff = gaussian_filter(np.clip(image_diff, 0.0, 0.4) * 2.5, sigma=3)
-        latent_diff = torch.abs(latent - encoded).float().mean(axis=0).cpu()
+        latent_diff = torch.abs(latent_samples - encoded).to(torch.float32).mean(axis=0).cpu()
         latent_diff = latent_diff.numpy().transpose(1, 2, 0).mean(axis=2)
         latent_diff = gaussian_filter(np.clip(latent_diff, 0.0, 0.2) * 5, sigma=1)
         latent_diff = resize(latent_diff, image_diff.shape)
-        scores.append(float(np.sqrt(image_diff * latent_diff).max()))
+        geometric = np.sqrt(image_diff * latent_diff)
+        _arithmetic = 0.5 * image_diff + 0.5 * latent_diff  # the script computes it too
+        scores.append(float(geometric.max()))
     return scores
 
 
@@ -104,8 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     classes = torch.randint(0, 15, (args.images,)).to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
 
-    a, b = np.array(seed_loop(ours, images[:4], classes[:4])), np.array(batched(ours, images[:4], classes[:4], 4))
-    print(f"same scores on 4 images: max difference {np.abs(a - b).max():.2e} ({precision})")
+    count = min(len(images), 2 * OFFICIAL_BATCH)
+    a = np.array(official_evaluation(ours, images[:count], classes[:count]))
+    b = np.array(batched(ours, images[:count], classes[:count], args.batch))
+    print(f"same scores on {count} images: max difference {np.abs(a - b).max():.2e} ({precision})")
     bench = Benchmark(
         f"decodiff inference, UNet_{args.model_size}, {args.size} px, 5 DDIM steps, {precision}, {device.type}"
         + (f" x{args.threads} threads" if device.type == "cpu" else ""),
@@ -115,7 +135,10 @@ def main(argv: list[str] | None = None) -> None:
         warmup=args.warmup,
     )
     bench.measure(
-        "seed loop: one image, numpy maps", lambda: seed_loop(ours, images, classes), reference=True, sync=sync
+        f"official evaluation: batches of {OFFICIAL_BATCH}, two decodes, numpy maps",
+        lambda: official_evaluation(ours, images, classes),
+        reference=True,
+        sync=sync,
     )
     bench.measure(
         f"batches of {args.batch}, maps on device", lambda: batched(ours, images, classes, args.batch), sync=sync
