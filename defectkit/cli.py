@@ -62,12 +62,24 @@ def cli() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="also list every component with its summary (licences, extras)")
 def plugins(as_json: bool, verbose: bool) -> None:
     """List installed plugins, their versions, hooks and components."""
+    from defectkit.components import KINDS
+
     registry = get_registry()
     infos = sorted(registry.plugins.values(), key=lambda p: (p.distribution != "defectkit", p.name))
+    ordered = sorted(registry.components(), key=lambda c: (KINDS.index(c.kind), c.name))
+    by_plugin: dict[str, list] = {}
+    for component in ordered:
+        by_plugin.setdefault(component.plugin, []).append(component)
     if as_json:
-        click.echo(json.dumps([info.to_dict() for info in infos], indent=2))
+        listing = []
+        for info in infos:
+            entry = info.to_dict()
+            entry["component_details"] = [c.to_dict() for c in by_plugin.get(info.name, [])]
+            listing.append(entry)
+        click.echo(json.dumps(listing, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -77,17 +89,21 @@ def plugins(as_json: bool, verbose: bool) -> None:
     for info in infos:
         components = "\n".join(f"{kind}: {', '.join(sorted(names))}" for kind, names in info.components.items())
         status = "[green]ok[/]" if info.status == "ok" else "[red]error[/]"
+        hints = sorted({c.install_hint() for c in by_plugin.get(info.name, [])} - {""})
+        if info.status == "ok" and hints:
+            status = "[yellow]needs extra[/]\n" + "\n".join(escape(h) for h in hints)
         seconds = "-" if info.import_seconds is None else f"{info.import_seconds * 1000:.0f} ms"
         table.add_row(info.name, info.distribution, info.version, status, seconds, components or "-")
     console.print(table)
     if verbose:
-        from defectkit.components import KINDS
-
         details = Table(title="components", title_justify="left")
-        for column in ("kind", "name", "plugin", "summary"):
+        for column in ("kind", "name", "plugin", "summary", "needs"):
             details.add_column(column, overflow="fold")
-        for component in sorted(registry.components(), key=lambda c: (KINDS.index(c.kind), c.name)):
-            details.add_row(component.kind, component.name, component.plugin, component.summary or "-")
+        for component in ordered:
+            extra = f"{component.owner}[{component.extra}]" if component.extra else ""
+            hint = component.install_hint()
+            needs = f"[yellow]missing: {escape(hint)}[/]" if hint else (escape(extra) or "core")
+            details.add_row(component.kind, component.name, component.plugin, escape(component.summary or "-"), needs)
         console.print(details)
     for info in registry.failed():
         console.print(f"[red]{info.name}[/] ({info.distribution} {info.version}): ", end="")

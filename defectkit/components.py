@@ -63,14 +63,20 @@ class Component:
         config: import string of a pydantic model for the ``with:`` block, or
             ``None`` when the component takes no options.
         summary: one line for ``defectkit plugins``.
-        requires: requirement strings (PEP 508) the factory needs, shown to
-            users and checked by :func:`defectkit.testing.check_component`.
+        extra: the extra of the plugin's distribution that holds what the
+            factory needs (``"decodiff"`` for ``defectkit[decodiff]``); its
+            requirements are read from the installed metadata
+            (:mod:`defectkit.requirements`), shown by ``defectkit plugins`` and
+            checked when a recipe is validated. ``None``: the core suffices.
+        requires: further requirement strings (PEP 508), beyond the extra's,
+            for a plugin that declares no extras.
         produces: the artifacts its step declares with ``ctx.add_artifact``;
             ``None`` (the default): not declared, so validation cannot look
             past this step for a producer and leaves the check to the run.
         consumes: the artifacts it reads from earlier steps (:class:`Consumes`),
             checked by ``defectkit validate`` against the steps before it.
-        plugin: the distribution that registered it; filled in by the registry.
+        plugin: the plugin (entry-point name) that registered it; filled in by the registry.
+        distribution: the distribution of that plugin; filled in by the registry.
     """
 
     kind: str
@@ -82,6 +88,8 @@ class Component:
     produces: tuple[str, ...] | None = None
     consumes: tuple[Consumes, ...] = field(default_factory=tuple)
     plugin: str = ""
+    extra: str | None = None
+    distribution: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -104,6 +112,35 @@ class Component:
     @property
     def qualified_name(self) -> str:
         return f"{self.kind}:{self.name}"
+
+    def requirements(self) -> tuple[str, ...]:
+        """Everything the factory needs: the extra's requirements (from the metadata) and ``requires``."""
+        from defectkit.requirements import extra_requirements
+
+        found = extra_requirements(self.owner, self.extra) if self.extra and self.owner else ()
+        return found + tuple(r for r in self.requires if r not in found)
+
+    @property
+    def owner(self) -> str:
+        """The distribution whose extras ``extra`` names (a first-party plugin registered by hand: defectkit)."""
+        from defectkit.requirements import is_installed
+
+        if self.distribution and is_installed(self.distribution):
+            return self.distribution
+        return "defectkit" if self.factory.startswith("defectkit") else self.distribution
+
+    def unmet_requirements(self) -> list[str]:
+        """The requirements that are not installed (or at a version outside their specifier)."""
+        from defectkit.requirements import unmet
+
+        return unmet(self.requirements())
+
+    def install_hint(self) -> str:
+        """``pip install 'defectkit[decodiff]'``: what installs what this component lacks ('' when nothing)."""
+        from defectkit.requirements import install_command
+
+        missing = self.unmet_requirements()
+        return install_command(self.owner or self.plugin, self.extra, missing) if missing else ""
 
     def load_config_model(self) -> type | None:
         """Import and return the pydantic config model (``None`` if it takes no options)."""
@@ -133,12 +170,15 @@ class Component:
             "factory": self.factory,
             "config": self.config,
             "summary": self.summary,
-            "requires": list(self.requires),
+            "extra": self.extra,
+            "requires": list(self.requirements()),
+            "missing": self.unmet_requirements(),
             "produces": None if self.produces is None else list(self.produces),
             "consumes": [
                 {"artifact": c.artifact, "producers": list(c.producers), "required": c.required} for c in self.consumes
             ],
             "plugin": self.plugin,
+            "distribution": self.distribution,
         }
 
 

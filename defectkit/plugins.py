@@ -205,7 +205,7 @@ class Registry:
                         raise PluginLoadError(f"plugin {info.name}: {hook_name}: {_describe(exc)}") from exc
                     continue
                 for component in components:
-                    component = replace(component, plugin=info.name)
+                    component = replace(component, plugin=info.name, distribution=info.distribution)
                     info.components.setdefault(kind, []).append(component.name)
                     self._add_component(component, info)
 

@@ -483,9 +483,16 @@ class ReportOptions(_Strict):
 
 def _lookup(registry: Registry, kind: str, name: str, source: str, where: str) -> Component:
     try:
-        return registry.get(kind, name)
+        component = registry.get(kind, name)
     except RegistryError as exc:
         raise RecipeError(f"{source}: {where}: {exc}") from None
+    missing = component.unmet_requirements()
+    if missing:  # before its options are read: their module may import what is missing
+        raise RecipeError(
+            f"{source}: {where}: {kind.replace('_', ' ')} {name!r} needs {', '.join(missing)}, not installed; "
+            f"run: {component.install_hint()}"
+        )
+    return component
 
 
 def _build(model: type[BaseModel], options: dict[str, Any], source: str, where: list[str | int]) -> Any:

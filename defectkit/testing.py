@@ -69,14 +69,15 @@ def check_component(component: Component, options: dict[str, Any] | None = None)
     - its config model (if any) builds from ``options`` (default: no options,
       so every option needs a default or the component must say so in its docs);
     - its factory import string resolves to a callable;
-    - each of its ``requires`` is a valid requirement string, satisfied by the
+    - each of its requirements (its ``extra``'s, from the installed metadata,
+      and its ``requires``) is a valid requirement string, satisfied by the
       installed version where that package is installed.
     """
     from importlib import metadata
 
     from packaging.requirements import InvalidRequirement, Requirement
 
-    for requirement in component.requires:
+    for requirement in component.requirements():
         try:
             parsed = Requirement(requirement)
         except InvalidRequirement as exc:

@@ -35,7 +35,7 @@ def defectkit_datasets() -> list[Component]:
             factory=f"defectkit.data.{factory}",
             config=f"defectkit.data.configs:{config}",
             summary=summary,
-            requires=("datasets>=2.19",) if name == "hf" else (),
+            extra="hf" if name == "hf" else None,
         )
         for name, (factory, config, summary) in _FORMATS.items()
     ]

@@ -14,6 +14,6 @@ def defectkit_trainers() -> list[Component]:
             factory="defectkit_augment.compare:AugmentCompare",
             config="defectkit_augment.config:AugmentCompareConfig",
             summary="closes the loop: one classifier trained on real images, then on real + generated, over seeds; the gain with its spread",
-            requires=("torch>=2.15", "torchvision>=0.29", "torchmetrics>=1.6", "scipy>=1.12"),
+            extra="augment",
         )
     ]

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from defectkit import Component, hookimpl
 
-_TORCHVISION = ("torch>=2.2", "torchvision>=0.17", "safetensors>=0.4", "accelerate>=1.0")
-_YOLO = ("ultralytics>=8.4", "safetensors>=0.4")
 _YOLO_LICENCE = "ultralytics YOLO, AGPL-3.0 (pip install 'defectkit[yolo]')"
-_METRICS = ("torch>=2.2", "torchvision>=0.17", "torchmetrics>=1.6", "pycocotools>=2.0.11")
 
 
 @hookimpl
@@ -19,7 +16,7 @@ def defectkit_trainers() -> list[Component]:
             factory="defectkit_boxes.train:BoxTrainer",
             config="defectkit_boxes.config:BoxTrainConfig",
             summary="box detector (torchvision Faster R-CNN, RetinaNet, FCOS or the CPU-sized fcos_small; BSD-3) on the data's boxes",
-            requires=_TORCHVISION,
+            extra="boxes",
         ),
         Component(
             kind="trainer",
@@ -27,7 +24,7 @@ def defectkit_trainers() -> list[Component]:
             factory="defectkit_boxes.compare:BoxCompare",
             config="defectkit_boxes.config:BoxCompareConfig",
             summary="closes the loop for boxes: one detector on real images, then real + generated (boxes from their masks), over seeds; the map50 gain with its 95% interval",
-            requires=(*_TORCHVISION, "torchmetrics>=1.6", "pycocotools>=2.0.11", "scipy>=1.12"),
+            extra="boxes",
         ),
         Component(
             kind="trainer",
@@ -35,7 +32,7 @@ def defectkit_trainers() -> list[Component]:
             factory="defectkit_boxes.yolo:YoloTrainer",
             config="defectkit_boxes.config:YoloTrainConfig",
             summary=f"box detector: {_YOLO_LICENCE}; a model YAML (offline) or weights by name or path",
-            requires=_YOLO,
+            extra="yolo",
         ),
     ]
 
@@ -49,7 +46,7 @@ def defectkit_detectors() -> list[Component]:
             factory="defectkit_boxes.detect:BoxDetector",
             config="defectkit_boxes.config:BoxDetectConfig",
             summary="boxes, classes and scores for every image of a split (box_predictions) and box overlays",
-            requires=_TORCHVISION,
+            extra="boxes",
         ),
         Component(
             kind="detector",
@@ -57,7 +54,7 @@ def defectkit_detectors() -> list[Component]:
             factory="defectkit_boxes.yolo:YoloDetector",
             config="defectkit_boxes.config:BoxDetectConfig",
             summary=f"boxes of a trained yolo model for every image of a split (box_predictions), overlays; {_YOLO_LICENCE}",
-            requires=_YOLO,
+            extra="yolo",
         ),
     ]
 
@@ -71,7 +68,7 @@ def defectkit_metrics() -> list[Component]:
             factory="defectkit_boxes.metrics:BoxMapMetric",
             config="defectkit_boxes.config:BoxMapConfig",
             summary="map50, map50_95, ap50/<class> (COCO evaluation via torchmetrics), precision and recall at a threshold",
-            requires=_METRICS,
+            extra="boxes",
         ),
         Component(
             kind="metric",
@@ -79,7 +76,7 @@ def defectkit_metrics() -> list[Component]:
             factory="defectkit_boxes.metrics:DetectionAccuracyMetric",
             config="defectkit_boxes.config:DetectionAccuracyConfig",
             summary="share of generated images in which a detector trained on real images finds the intended defect",
-            requires=_METRICS,
+            extra="boxes",
         ),
         Component(
             kind="metric",
@@ -87,6 +84,6 @@ def defectkit_metrics() -> list[Component]:
             factory="defectkit_boxes.classify:ClassificationAccuracyMetric",
             config="defectkit_boxes.config:ClassificationAccuracyConfig",
             summary="share of generated images a classifier trained on real images labels as their intended class",
-            requires=("torch>=2.2",),
+            extra="boxes",
         ),
     ]

@@ -2,8 +2,6 @@
 
 from defectkit import Component, hookimpl
 
-_TRANSFORMERS = ("torch>=2.2", "transformers>=5.23")
-
 
 @hookimpl
 def defectkit_caption_providers() -> list[Component]:
@@ -23,7 +21,7 @@ def defectkit_caption_providers() -> list[Component]:
             factory="defectkit_captions.clip_rerank:ClipRerankCaptioner",
             config="defectkit_captions.config:ClipRerankConfig",
             summary="candidate keywords ranked per image by open_clip models (ViT-L-14-336 ...; an ensemble averages)",
-            requires=("torch>=2.2", "open-clip-torch>=3.3"),
+            extra="captions",
         ),
         Component(
             kind="caption_provider",
@@ -32,7 +30,7 @@ def defectkit_caption_providers() -> list[Component]:
             factory="defectkit_captions.blip2:Blip2Captioner",
             config="defectkit_captions.config:Blip2CaptionConfig",
             summary="BLIP-2 image captions (transformers; Salesforce/blip2-opt-2.7b)",
-            requires=_TRANSFORMERS,
+            extra="captions",
         ),
         Component(
             kind="caption_provider",
@@ -41,7 +39,7 @@ def defectkit_caption_providers() -> list[Component]:
             factory="defectkit_captions.llava:LlavaCaptioner",
             config="defectkit_captions.config:LlavaCaptionConfig",
             summary="LLaVA descriptions following an instruction per defect class (transformers; llava-1.5-7b-hf)",
-            requires=_TRANSFORMERS,
+            extra="captions",
         ),
         Component(
             kind="caption_provider",
@@ -50,6 +48,6 @@ def defectkit_caption_providers() -> list[Component]:
             factory="defectkit_captions.openai_api:OpenAICaptioner",
             config="defectkit_captions.config:OpenAICaptionConfig",
             summary="any OpenAI-compatible vision API (GPT-4o, vLLM, Ollama): retries, concurrency, answer cache",
-            requires=("openai>=3.54",),
+            extra="openai",
         ),
     ]

@@ -2,8 +2,6 @@
 
 from defectkit import Component, Consumes, hookimpl
 
-_REQUIRES = ("torch>=2.15", "diffusers>=0.42", "accelerate>=1.10", "safetensors>=0.4", "matplotlib>=3.8")
-
 
 @hookimpl
 def defectkit_trainers() -> list[Component]:
@@ -15,7 +13,7 @@ def defectkit_trainers() -> list[Component]:
             factory="defectkit_decodiff.trainer:DecoDiffTrainer",
             config="defectkit_decodiff.config:DecoDiffTrainConfig",
             summary="DeCo-Diff: class-conditioned UNet trained to predict deviations of masked/shuffled latent patches",
-            requires=_REQUIRES,
+            extra="decodiff",
         )
     ]
 
@@ -31,7 +29,7 @@ def defectkit_detectors() -> list[Component]:
             factory="defectkit_decodiff.detector:DecoDiffDetector",
             config="defectkit_decodiff.config:DecoDiffDetectConfig",
             summary="DeCo-Diff anomaly maps: DDIM deviation correction from the clean latent, image x latent difference",
-            requires=_REQUIRES,
+            extra="decodiff",
         )
     ]
 

@@ -2,14 +2,6 @@
 
 from defectkit import Component, Consumes, hookimpl
 
-_REQUIRES = (
-    "torch>=2.15",
-    "diffusers>=0.42",
-    "peft>=0.21",
-    "accelerate>=1.10",
-    "torchmetrics>=1.6",
-)
-
 
 @hookimpl
 def defectkit_trainers() -> list[Component]:
@@ -21,7 +13,7 @@ def defectkit_trainers() -> list[Component]:
             factory="defectkit_defectfill.trainer:DefectFillTrainer",
             config="defectkit_defectfill.config:DefectFillTrainConfig",
             summary="DefectFill: inpainting model + LoRA + defect token, defect/object/attention losses",
-            requires=_REQUIRES,
+            extra="defectfill",
         )
     ]
 
@@ -37,7 +29,7 @@ def defectkit_generators() -> list[Component]:
             factory="defectkit_defectfill.generate:DefectFillGenerator",
             config="defectkit_defectfill.config:DefectFillGenerateConfig",
             summary="DefectFill: good image + mask -> defect image; low-fidelity (LPIPS) selection, exact outside",
-            requires=_REQUIRES,
+            extra="defectfill",
         )
     ]
 

@@ -2,8 +2,6 @@
 
 from defectkit import Component, Consumes, hookimpl
 
-_DIFFUSERS = ("torch>=2.2", "diffusers>=0.42", "transformers>=5.23", "accelerate>=1.10")
-
 _BACKENDS = (
     ("sd15", "Stable Diffusion 1.5 (stable-diffusion-v1-5/stable-diffusion-v1-5), 512 px"),
     ("sdxl", "Stable Diffusion XL base 1.0 (stabilityai/stable-diffusion-xl-base-1.0), 1024 px"),
@@ -23,7 +21,7 @@ def defectkit_model_backends() -> list[Component]:
             factory=f"defectkit_diffusion.backends:{name}_backend",
             config="defectkit_diffusion.config:BackendConfig",
             summary=summary + "; dtype, device, slicing/tiling, CPU offload, torch.compile",
-            requires=_DIFFUSERS,
+            extra="diffusion",
         )
         for name, summary in _BACKENDS
     ]
@@ -50,34 +48,23 @@ def defectkit_schedulers() -> list[Component]:
             factory=f"defectkit_diffusion.schedulers:{name}_scheduler",
             config=f"defectkit_diffusion.config:{config}",
             summary=summary + "; from the backend's scheduler config",
-            requires=("diffusers>=0.42",),
+            extra="diffusion",
         )
         for name, config, summary in _SCHEDULERS
     ]
 
 
 _MODALITIES = (
-    ("canny", "CannyConfig", "Canny edges (OpenCV)", ("opencv-python-headless>=5.0",)),
-    (
-        "softedge",
-        "SoftEdgeConfig",
-        "soft edges: HED/PiDiNet (controlnet_aux) or weight-free Sobel soft edges",
-        ("opencv-python-headless>=5.0",),
-    ),
+    ("canny", "CannyConfig", "Canny edges (OpenCV)"),
+    ("softedge", "SoftEdgeConfig", "soft edges: HED/PiDiNet (controlnet_aux) or weight-free Sobel soft edges"),
     (
         "hed",
         "SoftEdgeConfig",
         "the seed's name for soft edges: the HED annotator (extra defectkit[hed]: controlnet-aux) where it loads, "
         "else weight-free Sobel soft edges",
-        ("opencv-python-headless>=5.0",),
     ),
-    ("depth", "DepthConfig", "relative depth from a transformers depth estimator (DPT/MiDaS)", ("transformers>=5.23",)),
-    (
-        "normal",
-        "NormalConfig",
-        "surface normals derived from estimated depth",
-        ("transformers>=5.23", "opencv-python-headless>=5.0"),
-    ),
+    ("depth", "DepthConfig", "relative depth from a transformers depth estimator (DPT/MiDaS)"),
+    ("normal", "NormalConfig", "surface normals derived from estimated depth"),
 )
 
 
@@ -90,9 +77,9 @@ def defectkit_controlnet_modalities() -> list[Component]:
             factory=f"defectkit_diffusion.controlnet:{name}_modality",
             config=f"defectkit_diffusion.config:{config}",
             summary=summary + "; ControlNet weights per backend family",
-            requires=("diffusers>=0.42", *requires),
+            extra="diffusion",
         )
-        for name, config, summary, requires in _MODALITIES
+        for name, config, summary in _MODALITIES
     ]
 
 
@@ -109,6 +96,6 @@ def defectkit_generators() -> list[Component]:
             config="defectkit_diffusion.config:GenerateConfig",
             summary="N images per defect class: SD1.5/SDXL/SD3 backends, ControlNets, captions or templates, "
             "adapter tokens and LoRA, per-class guidance, CFG rescale",
-            requires=(*_DIFFUSERS, "peft>=0.11", "safetensors>=0.4"),
+            extra="diffusion",
         )
     ]

@@ -9,7 +9,6 @@ from defectkit import Component, Consumes, hookimpl
 if TYPE_CHECKING:
     import click
 
-_REQUIRES = ("torch>=2.2", "torchvision>=0.17", "transformers>=5.0", "safetensors>=0.4", "matplotlib>=3.8")
 
 
 @hookimpl
@@ -21,7 +20,7 @@ def defectkit_model_backends() -> list[Component]:
             factory="defectkit_dinov3.backbone:dinov3_backbone",
             config="defectkit_dinov3.config:DINOv3BackboneConfig",
             summary="DINOv3 ViT (patch 16, register tokens) through transformers; patch tokens for dense heads",
-            requires=_REQUIRES,
+            extra="dinov3",
         ),
         Component(
             kind="model_backend",
@@ -29,7 +28,7 @@ def defectkit_model_backends() -> list[Component]:
             factory="defectkit_dinov3.backbone:dinov2_backbone",
             config="defectkit_dinov3.config:DINOv2BackboneConfig",
             summary="DINOv2 ViT (patch 14) through transformers; patch tokens for dense heads",
-            requires=_REQUIRES,
+            extra="dinov3",
         ),
         Component(
             kind="model_backend",
@@ -37,7 +36,7 @@ def defectkit_model_backends() -> list[Component]:
             factory="defectkit_dinov3.backbone:timm_backbone",
             config="defectkit_dinov3.config:TimmBackboneConfig",
             summary="any timm ViT by name (vit_small_patch16_224.augreg_in21k ...); patch tokens for dense heads",
-            requires=(*_REQUIRES, "timm>=1.0"),
+            extra="dinov3",
         ),
     ]
 
@@ -52,7 +51,7 @@ def defectkit_trainers() -> list[Component]:
             factory="defectkit_dinov3.train:MultiTaskTrainer",
             config="defectkit_dinov3.config:MultiTaskTrainConfig",
             summary="ViT + segmentation decoder + mask-guided attention pooling; staged freeze -> fine-tune",
-            requires=_REQUIRES,
+            extra="dinov3",
         )
     ]
 
@@ -72,7 +71,7 @@ def defectkit_detectors() -> list[Component]:
             factory="defectkit_dinov3.predict:MultiTaskDetector",
             config="defectkit_dinov3.config:MultiTaskPredictConfig",
             summary="classifies the test images and predicts defect masks: predictions CSV, masks, visualisations",
-            requires=_REQUIRES,
+            extra="dinov3",
         )
     ]
 

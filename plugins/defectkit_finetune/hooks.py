@@ -2,15 +2,6 @@
 
 from defectkit import Component, Consumes, hookimpl
 
-# bitsandbytes is imported only for optimizer: adamw_8bit
-_REQUIRES = (
-    "torch>=2.15",
-    "diffusers>=0.42",
-    "peft>=0.21",
-    "accelerate>=1.10",
-    "safetensors>=0.4",
-    "bitsandbytes>=0.45",
-)
 _TRAINERS = (
     (
         "lora",
@@ -46,7 +37,7 @@ def defectkit_trainers() -> list[Component]:
             factory=f"defectkit_finetune.trainer:{factory}",
             config=f"defectkit_finetune.config:{config}",
             summary=summary,
-            requires=_REQUIRES,
+            extra="finetune",
         )
         for name, factory, config, summary in _TRAINERS
     ]

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 
 _E = "defectkit_metrics.evaluate"
 _C = "defectkit_metrics.configs"
-_IMAGE = ("torch", "torchmetrics>=1.6", "pillow")
 
 _DETECTION_FIGURES = {
     "image_auroc": "image-level AUROC of the anomaly scores",
@@ -34,7 +33,7 @@ _PREDICTIONS = (Consumes("predictions"),)
 
 
 def _metric(
-    name: str, factory: str, config: str, summary: str, requires: tuple[str, ...], consumes: tuple[Consumes, ...] = _GENERATED
+    name: str, factory: str, config: str, summary: str, consumes: tuple[Consumes, ...] = _GENERATED
 ) -> Component:
     return Component(
         kind="metric",
@@ -42,7 +41,7 @@ def _metric(
         factory=f"{_E}:{factory}",
         config=f"{_C}:{config}",
         summary=summary,
-        requires=requires,
+        extra="metrics",
         produces=(),
         consumes=consumes,
     )
@@ -50,14 +49,12 @@ def _metric(
 
 @hookimpl
 def defectkit_metrics() -> list[Component]:
-    detection_requires = ("torch", "scipy>=1.12")
     components = [
         _metric(
             "detection",
             "DetectionMetric",
             "DetectionConfig",
             "image and pixel AUROC, AP, F1-max and AUPRO@0.3 of anomaly maps (all seven at once)",
-            detection_requires,
             _MAPS,
         )
     ]
@@ -68,64 +65,57 @@ def defectkit_metrics() -> list[Component]:
             factory=f"{_E}:{key.title().replace('_', '')}Metric",
             config=f"{_C}:DetectionConfig",
             summary=summary,
-            requires=detection_requires,
+            extra="metrics",
             produces=(),
             consumes=_MAPS,
         )
         for key, summary in _DETECTION_FIGURES.items()
     ]
     components += [
-        _metric("fid", "FIDMetric", "FIDConfig", "Fréchet distance of generated vs real image features", _IMAGE),
+        _metric("fid", "FIDMetric", "FIDConfig", "Fréchet distance of generated vs real image features"),
         _metric(
             "kid",
             "KIDMetric",
             "KIDConfig",
             "kernel inception distance; subset size adapted to small sets",
-            _IMAGE,
         ),
-        _metric("lpips", "LPIPSMetric", "LPIPSConfig", "perceptual distance of generated to real images", _IMAGE),
+        _metric("lpips", "LPIPSMetric", "LPIPSConfig", "perceptual distance of generated to real images"),
         _metric(
             "ic_lpips",
             "ICLPIPSMetric",
             "ICLPIPSConfig",
             "intra-cluster LPIPS: diversity of generated images around each training image",
-            _IMAGE,
         ),
         _metric(
             "clip_score",
             "CLIPScoreMetric",
             "CLIPScoreConfig",
             "image-prompt agreement through open_clip",
-            (*_IMAGE, "open_clip_torch>=2.24"),
         ),
-        _metric("ssim", "SSIMMetric", "SSIMConfig", "structural similarity of generated to real images", _IMAGE),
+        _metric("ssim", "SSIMMetric", "SSIMConfig", "structural similarity of generated to real images"),
         _metric(
             "edge_ssim",
             "EdgeSSIMMetric",
             "EdgeSSIMConfig",
             "SSIM of Sobel or Canny edge maps",
-            (*_IMAGE, "scikit-image>=0.24"),
         ),
         _metric(
             "lbp",
             "LBPMetric",
             "LBPConfig",
             "texture similarity of local-binary-pattern histograms",
-            ("numpy", "scikit-image>=0.24", "pillow"),
         ),
         _metric(
             "inception_score",
             "InceptionScoreMetric",
             "InceptionScoreConfig",
             "Inception Score of generated images (needs the classifier weights)",
-            _IMAGE,
         ),
         _metric(
             "classification",
             "ClassificationMetric",
             "ClassificationConfig",
             "accuracy, per-class precision, recall, F1 and a confusion matrix (PNG)",
-            ("torch", "torchmetrics>=1.6", "matplotlib>=3.8"),
             _PREDICTIONS,
         ),
         _metric(
@@ -133,7 +123,6 @@ def defectkit_metrics() -> list[Component]:
             "SegmentationMetric",
             "SegmentationConfig",
             "IoU and Dice of predicted against ground-truth masks",
-            ("numpy", "pillow"),
             _PREDICTIONS,
         ),
     ]

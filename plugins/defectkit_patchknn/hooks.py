@@ -2,8 +2,6 @@
 
 from defectkit import Component, Consumes, hookimpl
 
-_REQUIRES = ("torch>=2.2", "torchvision>=0.17", "safetensors>=0.4", "scikit-learn>=1.5", "matplotlib>=3.8")
-
 
 @hookimpl
 def defectkit_trainers() -> list[Component]:
@@ -15,7 +13,7 @@ def defectkit_trainers() -> list[Component]:
             factory="defectkit_patchknn.detector:PatchKNNTrainer",
             config="defectkit_patchknn.config:PatchKNNTrainConfig",
             summary="PatchCore memory bank of frozen ResNet patch features from good images (coreset, no training)",
-            requires=_REQUIRES,
+            extra="patchknn",
         )
     ]
 
@@ -32,6 +30,6 @@ def defectkit_detectors() -> list[Component]:
             factory="defectkit_patchknn.detector:PatchKNNDetector",
             config="defectkit_patchknn.config:PatchKNNDetectConfig",
             summary="PatchCore anomaly maps: nearest-neighbour distance of each patch to the memory bank",
-            requires=_REQUIRES,
+            extra="patchknn",
         )
     ]

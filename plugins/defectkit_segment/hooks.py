@@ -2,8 +2,6 @@
 
 from defectkit import Component, Consumes, hookimpl
 
-_REQUIRES = ("torch>=2.15", "torchvision>=0.29", "safetensors>=0.4", "scipy>=1.12")
-
 
 @hookimpl
 def defectkit_trainers() -> list[Component]:
@@ -16,7 +14,7 @@ def defectkit_trainers() -> list[Component]:
             factory="defectkit_segment.train:SegmenterTrainer",
             config="defectkit_segment.config:SegmenterConfig",
             summary="supervised few-shot defect segmentation: a small U-Net on real (and generated) image-mask pairs",
-            requires=_REQUIRES,
+            extra="segment",
         ),
         Component(
             kind="trainer",
@@ -29,7 +27,7 @@ def defectkit_trainers() -> list[Component]:
             factory="defectkit_segment.compare:SegmentCompare",
             config="defectkit_segment.config:SegmentCompareConfig",
             summary="closes the loop for segmentation: real pairs against real + each generator's pairs, over seeds",
-            requires=_REQUIRES,
+            extra="segment",
         ),
     ]
 
@@ -45,7 +43,7 @@ def defectkit_detectors() -> list[Component]:
             factory="defectkit_segment.train:SegmenterDetector",
             config="defectkit_segment.config:SegmentDetectConfig",
             summary="per-pixel defect probability of a trained segmenter, in the eval-maps layout, plus IoU and Dice",
-            requires=_REQUIRES,
+            extra="segment",
         )
     ]
 
@@ -61,6 +59,5 @@ def defectkit_generators() -> list[Component]:
             factory="defectkit_segment.copy_paste:CopyPaste",
             config="defectkit_segment.config:CopyPasteConfig",
             summary="the baseline every generator must beat: real defects cut out by their masks, pasted into good images",
-            requires=("scipy>=1.12",),
         )
     ]

@@ -2,8 +2,6 @@
 
 from defectkit import Component, Consumes, hookimpl
 
-_REQUIRES = ("torch>=2.15", "diffusers>=0.42", "transformers>=5.23", "open-clip-torch>=3.3", "accelerate>=1.10")
-
 
 @hookimpl
 def defectkit_trainers() -> list[Component]:
@@ -15,7 +13,7 @@ def defectkit_trainers() -> list[Component]:
             factory="defectkit_text2image.trainer:Text2ImageTrainer",
             config="defectkit_text2image.config:Text2ImageTrainConfig",
             summary="a text-conditional pixel-space diffusion model (UNet + CLIP text encoder) trained from scratch",
-            requires=_REQUIRES,
+            extra="text2image",
         )
     ]
 
@@ -32,6 +30,6 @@ def defectkit_generators() -> list[Component]:
             factory="defectkit_text2image.generate:Text2ImageGenerator",
             config="defectkit_text2image.config:Text2ImageGenerateConfig",
             summary="N images per defect class from a text2image_scratch model (EMA weights, classifier-free guidance)",
-            requires=_REQUIRES,
+            extra="text2image",
         )
     ]

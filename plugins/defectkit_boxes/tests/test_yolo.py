@@ -98,12 +98,18 @@ def test_a_missing_extra_names_it(monkeypatch, tmp_path):
         run_recipe_dict(recipe([{"detect": {"use": "yolo"}}]), tmp_path / "run")
 
 
-def test_neudet_yolo_recipe_is_valid(tmp_path):
+def test_neudet_yolo_recipe_is_valid_or_names_the_extra(tmp_path):
     from defectkit.plugins import get_registry
     from defectkit.recipe import load_recipe
 
     # validation looks for the data folder (not its images): an empty one stands in for NEU-DET
-    validated = load_recipe(RECIPES / "neudet_yolo.yaml", get_registry(), overrides=[f"data.root={tmp_path}"])
+    overrides = [f"data.root={tmp_path}"]
+    if not HAVE_ULTRALYTICS:  # the extra is not installed: validation stops at the first yolo step, saying what to run
+        with pytest.raises(DefectkitError, match=r"steps\[0\]\.train\.use: trainer 'yolo' needs ultralytics.*"
+                           r"run: pip install 'defectkit\[yolo\]'$"):
+            load_recipe(RECIPES / "neudet_yolo.yaml", get_registry(), overrides=overrides)
+        return
+    validated = load_recipe(RECIPES / "neudet_yolo.yaml", get_registry(), overrides=overrides)
     steps = validated.resolved["steps"]
     assert steps[0]["train"]["use"] == ["yolo"] and steps[0]["train"]["with"]["model"] == "yolo11s.pt"
     assert steps[1]["detect"]["use"] == ["yolo"] and steps[2]["evaluate"]["use"] == ["box_map"]
