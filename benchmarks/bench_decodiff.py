@@ -79,7 +79,7 @@ def official_evaluation(ours: AnomalyScorer, images: torch.Tensor, classes: torc
         latent_samples_s += [s.unsqueeze(0) for s in latent_samples]
         x0_s += [s.unsqueeze(0) for s in x0]
     scores = []
-    for x, encoded, image_samples, latent_samples in zip(x0_s, encoded_s, image_samples_s, latent_samples_s):
+    for x, encoded, image_samples, latent_samples in zip(x0_s, encoded_s, image_samples_s, latent_samples_s, strict=True):
         image_diff = torch.abs(image_samples - x).to(torch.float32).mean(axis=0).cpu()
         image_diff = image_diff.numpy().transpose(1, 2, 0).max(axis=2)
         image_diff = gaussian_filter(np.clip(image_diff, 0.0, 0.4) * 2.5, sigma=3)
