@@ -6,6 +6,8 @@ import math
 from collections.abc import Sequence
 from typing import TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
 
@@ -37,3 +39,21 @@ def first_per_class(samples: Sequence[T], per_class: int | None) -> list[T]:
             counts[kind] = counts.get(kind, 0) + 1
             kept.append(sample)
     return kept
+
+
+def auroc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+    """The area under the ROC curve of ``scores`` for binary ``labels`` (ties count a half), in numpy.
+
+    The Mann-Whitney U statistic over average ranks, what scikit-learn's ``roc_auc_score`` computes, for
+    plugins that need the figure without scikit-learn; NaN when only one class is present.
+    """
+    from scipy.stats import rankdata
+
+    truth = np.asarray(labels).ravel().astype(bool)
+    values = np.asarray(scores, dtype=np.float64).ravel()
+    positives = int(truth.sum())
+    negatives = truth.size - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = rankdata(values)
+    return float((ranks[truth].sum() - positives * (positives + 1) / 2) / (positives * negatives))

@@ -114,6 +114,14 @@ class DecoDiffTrainConfig(DecoDiffModelConfig):
 
     _init_from_exists = field_validator("init_from")(check_run_reference)
     checkpoint_every: int = Field(1000, ge=1, description="optimizer steps between checkpoints (and at the end)")
+    validation_images: int = Field(
+        0,
+        ge=0,
+        description="good training images held out for choosing the checkpoint: each is scored as it is and with "
+        "a synthetic defect pasted in (foreign patch, line, blur, colour change; defectkit.data.pasted) at every "
+        "checkpoint, and the best by the mean of image and pixel AUROC is kept as best_checkpoint, which "
+        "detect uses; 0: off (the last checkpoint)",
+    )
     log_every: int = Field(10, ge=1, description="optimizer steps between loss log points (the report's curves)")
     seed: int = Field(0, description="seed of the masks and initial weights")
     classifier: bool = Field(
@@ -148,6 +156,11 @@ class DecoDiffDetectConfig(BaseModel):
         "auto",
         description="class the UNet is conditioned on: auto (the sample's category, else the trained classifier) "
         "or a category name",
+    )
+    checkpoint: Literal["best", "last"] = Field(
+        "best",
+        description="best: the train step's best_checkpoint (chosen on its synthetic validation) where it made one, "
+        "else the last; last: always the last checkpoint",
     )
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast of the UNet and VAE (GPU)")
     overlays: int = Field(12, ge=0, le=100, description="test images drawn as heat-map overlays for the report")

@@ -181,7 +181,12 @@ class DecoDiffDetector:
             raise DataError("decodiff: the test split is empty: nothing to score")
         names = map_names(test, "decodiff")
         checkpoint_path = ctx.artifact("checkpoint")
+        if config.checkpoint == "best":
+            best = ctx.artifact("best_checkpoint", required=False)
+            if best is not None and best.parent == checkpoint_path.parent:  # the same train step's choice
+                checkpoint_path = best
         scorer = AnomalyScorer(load_checkpoint(checkpoint_path, ctx.device), config, ctx.device)
+        ctx.logger.info("decodiff: detecting with %s (step %d)", checkpoint_path.name, scorer.checkpoint.step)
         model_config = scorer.checkpoint.config
         overlay_at = set(pick_overlays([s.defect_type for s in test], [s.label for s in test], config.overlays))
 

@@ -9,7 +9,7 @@ def defectkit_trainers() -> list[Component]:
         Component(
             kind="trainer",
             name="decodiff",
-            produces=("checkpoint",),
+            produces=("checkpoint", "best_checkpoint"),
             factory="defectkit_decodiff.trainer:DecoDiffTrainer",
             config="defectkit_decodiff.config:DecoDiffTrainConfig",
             summary="DeCo-Diff: class-conditioned UNet trained to predict deviations of masked/shuffled latent patches",
@@ -25,7 +25,10 @@ def defectkit_detectors() -> list[Component]:
             kind="detector",
             name="decodiff",
             produces=("anomaly_maps", "scores"),
-            consumes=(Consumes("checkpoint", producers=("decodiff",)),),
+            consumes=(
+                Consumes("checkpoint", producers=("decodiff",)),
+                Consumes("best_checkpoint", producers=("decodiff",), required=False),
+            ),
             factory="defectkit_decodiff.detector:DecoDiffDetector",
             config="defectkit_decodiff.config:DecoDiffDetectConfig",
             summary="DeCo-Diff anomaly maps: DDIM deviation correction from the clean latent, image x latent difference",

@@ -10,12 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from defectkit.errors import DataError
+from defectkit.io import read_json, write_json
 from defectkit.tensorfile import load_tensors
 from defectkit.training import LossGuard
 from defectkit_decodiff.config import DecoDiffModelConfig, DecoDiffTrainConfig
 from defectkit_decodiff.diffusion import corrupt, cosine_alphas_cumprod, patch_masks
 from defectkit_decodiff.model import (
     CategoryClassifier,
+    Checkpoint,
     LatentCodec,
     build_unet,
     load_images,
@@ -26,6 +28,8 @@ from defectkit_decodiff.model import (
 )
 
 CHECKPOINT_DIR = "checkpoint"
+BEST_DIR = "best_checkpoint"  # validation_images: the checkpoint that scored best on the synthetic validation
+BEST_FILE = "best.json"  # beside it: its step and validation figures (a resumed run compares with them)
 
 
 def category_of(sample) -> str:
@@ -65,6 +69,7 @@ class DecoDiffTrainer:
         good = [s for s in ctx.samples("train") if s.label == 0]
         if not good:
             raise DataError("decodiff: the train split has no good (label 0) images to train on; check data:")
+        good, held_out = self._hold_out(good)
         classes = sorted({category_of(s) for s in good})
         labels = torch.tensor([classes.index(category_of(s)) for s in good])
         # uint8 until a batch is used: all of MVTec AD at 256 px is 0.7 GB as uint8, 2.8 GB as floats
@@ -77,7 +82,9 @@ class DecoDiffTrainer:
             latents = torch.cat([latents, self._encode(codec, images.flip(2))])
             labels = torch.cat([labels, labels])
         latents, labels = latents.to(device), labels.to(device)
-        del codec
+        validation = self._validation_set(held_out, classes) if held_out else None
+        if validation is None:
+            del codec
 
         unet = build_unet(config, latents.shape[1], len(classes))
         optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -126,24 +133,105 @@ class DecoDiffTrainer:
             if done % config.checkpoint_every == 0 and done < config.steps:
                 self._save(ctx, path, classes, latents.shape[1], done, unet, optimizer, scheduler, None)
                 ctx.logger.info("decodiff: checkpoint at step %d of %d (loss %.4g) in %s", done, config.steps, loss_value, path)
+                if validation is not None:
+                    self._validate(ctx, validation, codec, unet, classes, latents.shape[1], done)
+                    unet.train()
         seconds = time.perf_counter() - started
 
         classifier = None
         if config.classifier and len(classes) > 1 and ctx.is_main_process:
             classifier = self._train_classifier(images, labels[: len(images)].cpu(), len(classes), device)
         self._save(ctx, path, classes, latents.shape[1], config.steps, unet, optimizer, scheduler, classifier)
+        best = None
+        if validation is not None:
+            best = self._validate(ctx, validation, codec, unet, classes, latents.shape[1], config.steps, classifier)
         if ctx.is_main_process:
-            ctx.log_metrics(
-                {
-                    "train_images": len(good),
-                    "classes": len(classes),
-                    "processes": accelerator.num_processes,
-                    "steps": config.steps,
-                    "final_loss": round(loss_value, 6),
-                    "train_seconds": round(seconds, 1),
-                }
-            )
+            figures = {
+                "train_images": len(good),
+                "classes": len(classes),
+                "processes": accelerator.num_processes,
+                "steps": config.steps,
+                "final_loss": round(loss_value, 6),
+                "train_seconds": round(seconds, 1),
+            }
+            if best is not None:
+                figures.update(
+                    validation_images=len(held_out),
+                    best_step=best["step"],
+                    best_val_image_auroc=best["image_auroc"],
+                    best_val_pixel_auroc=best["pixel_auroc"],
+                )
+            ctx.log_metrics(figures)
         ctx.add_artifact("checkpoint", path)
+        if best is not None:
+            ctx.add_artifact("best_checkpoint", ctx.step_dir / BEST_DIR)
+
+    # -- the synthetic validation --------------------------------------------------------
+
+    def _hold_out(self, good: list) -> tuple[list, list]:
+        """The training images and the held-out validation images (a seeded choice, every category's share)."""
+        count = self.config.validation_images
+        if count == 0:
+            return good, []
+        if len(good) - count < 2:
+            raise DataError(
+                f"decodiff: validation_images: {count} leaves {len(good) - count} of the {len(good)} good training "
+                "images to train on; hold out fewer (or 0: no validation)"
+            )
+        order = torch.randperm(len(good), generator=torch.Generator().manual_seed(self.config.seed + 7919)).tolist()
+        chosen = set(order[:count])
+        return [s for i, s in enumerate(good) if i not in chosen], [s for i, s in enumerate(good) if i in chosen]
+
+    def _validation_set(self, held_out: list, classes: list[str]) -> dict:
+        """The held-out good images, each as it is and with a pasted defect: images, masks, labels, classes."""
+        from defectkit.data.pasted import validation_set
+
+        config = self.config
+        crops = load_images(held_out, config.image_size, config.crop_size)
+        images, masks, labels = validation_set(crops, config.seed)
+        known = [classes.index(category_of(s)) if category_of(s) in classes else 0 for s in held_out]
+        return {"images": images, "masks": masks, "labels": labels, "classes": torch.tensor(known * 2)}
+
+    @torch.no_grad()
+    def _validate(self, ctx, validation: dict, codec, unet, classes, channels, step, classifier=None) -> dict | None:
+        """Score the validation set with the current weights; keep them as best_checkpoint when they score best."""
+        import numpy as np
+
+        from defectkit.stats import auroc
+        from defectkit_decodiff.config import DecoDiffDetectConfig
+        from defectkit_decodiff.detector import AnomalyScorer
+
+        accelerator = ctx.accelerator
+        best_path, best_file = ctx.step_dir / BEST_DIR, ctx.step_dir / BEST_FILE
+        best = read_json(best_file) if best_file.is_file() and best_path.is_dir() else None
+        if ctx.is_main_process:
+            model = accelerator.unwrap_model(unet).eval()
+            model_config = DecoDiffModelConfig(**self.config.model_dump(include=set(DecoDiffModelConfig.model_fields)))
+            checkpoint = Checkpoint(model_config, classes, channels, step, model, classifier)
+            scorer = AnomalyScorer(checkpoint, DecoDiffDetectConfig(), accelerator.device, codec)
+            maps, scores = [], []
+            for start in range(0, len(validation["images"]), 16):
+                batch = to_model_range(validation["images"][start : start + 16], accelerator.device)
+                chunk_maps, chunk_scores = scorer.score(batch, validation["classes"][start : start + 16].to(batch.device))
+                maps.append(chunk_maps.float().cpu().numpy())
+                scores += chunk_scores.float().cpu().tolist()
+            image = round(auroc(validation["labels"], scores), 4)
+            pixel = round(auroc(validation["masks"].ravel(), np.concatenate(maps).ravel()), 4)
+            ctx.log_scalar("decodiff/val_image_auroc", image, step)
+            ctx.log_scalar("decodiff/val_pixel_auroc", pixel, step)
+            figure = round((image + pixel) / 2, 4)
+            kept = best is None or figure > best["score"]
+            ctx.logger.info(
+                "decodiff: synthetic validation at step %d: image AUROC %.3f, pixel AUROC %.3f%s",
+                step, image, pixel, " (best so far: kept)" if kept else f" (best: step {best['step']})",
+            )
+            if kept:
+                state = {"step": step, "planned_steps": self.config.steps}
+                save_checkpoint(best_path, model_config, classes, channels, step, model, state, classifier)
+                best = {"step": step, "image_auroc": image, "pixel_auroc": pixel, "score": figure}
+                write_json(best_file, best)
+        accelerator.wait_for_everyone()
+        return best
 
     @staticmethod
     def _encode(codec: LatentCodec, images: torch.Tensor, batch: int = 16) -> torch.Tensor:

@@ -1,0 +1,49 @@
+"""Choosing the checkpoint on held-out good images with synthetic defects pasted in (validation_images)."""
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from defectkit.errors import DefectkitError
+from defectkit.testing import run_recipe_dict
+from defectkit_decodiff.tests.test_recipe import full, recipe
+
+
+def _scalars(run_dir, tag):
+    lines = [json.loads(line) for line in (run_dir / "scalars.jsonl").read_text().splitlines()]
+    return {entry["step"]: entry["value"] for entry in lines if entry["tag"] == tag}
+
+
+def test_the_best_validated_checkpoint_is_kept_and_detected_with(registered, tmp_path, monkeypatch):
+    import defectkit.stats
+
+    real = defectkit.stats.auroc
+    figures = iter([0.9, 0.8, 0.6, 0.5])  # step 2 (image, pixel), then step 4: step 2 is the best
+    monkeypatch.setattr(defectkit.stats, "auroc", lambda labels, scores: (real(labels, scores), next(figures))[1])
+    run_dir = run_recipe_dict(recipe(full(train={"validation_images": 2})), tmp_path / "run")
+    train = json.loads((run_dir / "metrics.json").read_text())["train"]
+    assert train["train_images"] == 4 and train["validation_images"] == 2
+    assert (train["best_step"], train["best_val_image_auroc"], train["best_val_pixel_auroc"]) == (2, 0.9, 0.8)
+    assert _scalars(run_dir, "train/decodiff/val_image_auroc") == {2: 0.9, 4: 0.6}
+    step = run_dir / "01_train"
+    assert json.loads((step / "best_checkpoint" / "meta.json").read_text())["step"] == 2
+    assert json.loads((step / "checkpoint" / "meta.json").read_text())["step"] == 4  # resume continues from the last
+    best = load_file(step / "best_checkpoint" / "model.safetensors")
+    last = load_file(step / "checkpoint" / "model.safetensors")
+    assert any(not (best[k] == last[k]).all() for k in best)
+    threshold = json.loads((run_dir / "02_detect" / "threshold.json").read_text())
+    assert threshold["checkpoint"] == "01_train/best_checkpoint"
+    assert "detecting with best_checkpoint (step 2)" in (run_dir / "run.log").read_text()
+
+
+def test_validation_scores_the_real_maps_and_last_can_be_asked_for(registered, tmp_path):
+    run_dir = run_recipe_dict(recipe(full(train={"validation_images": 2}, detect={"checkpoint": "last"})), tmp_path / "r")
+    values = _scalars(run_dir, "train/decodiff/val_pixel_auroc")
+    assert sorted(values) == [2, 4] and all(0.0 <= v <= 1.0 for v in values.values())
+    assert json.loads((run_dir / "02_detect" / "threshold.json").read_text())["checkpoint"] == "01_train/checkpoint"
+
+
+def test_too_many_validation_images_is_one_line(registered, tmp_path):
+    with pytest.raises(DefectkitError, match=r"validation_images: 5 leaves 1 of the 6 good training images"):
+        run_recipe_dict(recipe(full(train={"validation_images": 5})), tmp_path / "run")
