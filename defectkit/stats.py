@@ -37,3 +37,23 @@ def first_per_class(samples: Sequence[T], per_class: int | None) -> list[T]:
             counts[kind] = counts.get(kind, 0) + 1
             kept.append(sample)
     return kept
+
+
+def choose_threshold(labels: list[int], scores: list[float], percentile: float) -> dict:
+    """A default threshold on image scores: F1-adaptive with defective examples, else a percentile of the normal
+    scores. Returns ``{"threshold", "method"[, "f1"]}``; a score at the threshold counts as anomalous."""
+    import numpy as np
+
+    values = np.asarray(scores, dtype=np.float64)
+    truth = np.asarray(labels)
+    if truth.any() and not truth.all():
+        from sklearn.metrics import precision_recall_curve
+
+        precision, recall, thresholds = precision_recall_curve(truth, values)
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        best = int(np.argmax(f1[:-1]))
+        return {"threshold": float(thresholds[best]), "method": "f1_adaptive", "f1": float(f1[best])}
+    return {
+        "threshold": float(np.percentile(values[truth == 0], percentile)),
+        "method": f"percentile_{percentile:g}_of_normal",
+    }

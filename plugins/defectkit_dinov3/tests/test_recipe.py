@@ -107,18 +107,6 @@ def test_predict_files_on_a_folder(registered, tmp_path):
     assert len(list((tmp_path / "out" / "visualizations").glob("*.png"))) == 3
     assert (tmp_path / "out" / "predictions.csv").read_text().count("\n") == 4
 
-    # the same through the command line: one image
-    from click.testing import CliRunner
-
-    from defectkit_dinov3.cli import dinov3_group
-
-    result = CliRunner().invoke(
-        dinov3_group,
-        ["predict", str(run_dir / "01_train" / "checkpoint"), str(folder / "0.png"), "-o", str(tmp_path / "one")],
-    )
-    assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "one" / "results.json").read_text())["images"] == 1
-
 
 def test_an_unknown_backbone_option_names_the_key(registered, tmp_path):
     options = tiny_train_options(backbone={"use": "dinov3", "with": {"confg": {}}})
