@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from defectkit.errors import DefectkitError
-from defectkit.testing import run_recipe_dict
+from defectkit.testing import check_predictor, run_recipe_dict
 from defectkit_dinov3 import hooks
 from defectkit_dinov3.tests.tiny import tiny_train_options
 
@@ -64,6 +64,11 @@ def test_train_predict_evaluate(registered, tmp_path):
     assert len(list((detect / "visualizations").glob("*.png"))) == 3 and len(manifest["figures"]) == 2
     results = json.loads((detect / "results.json").read_text())
     assert results["images"] == 12 and results["results"][0]["id"] == rows[0]["id"]
+
+    # new images through the predictor (defectkit detect, serve): class, probabilities, mask, attention map
+    predictor = check_predictor(run_dir, "detect")
+    record = predictor.predict([Image.new("RGB", (40, 40), (90, 90, 90))], ["grey.png"])[0]
+    assert record.predicted_class in NEU and record.mask.shape == (32, 32) and 0 <= record.score <= 1
 
 
 def test_resume_continues_after_the_last_finished_epoch(registered, tmp_path):
