@@ -202,8 +202,8 @@ def detect_files(
     files = collect_images(inputs)
     limit = float(predictor.threshold if threshold is None else threshold)
     low, high = heat_range(predictor)
-    if threshold is not None and getattr(predictor, "heat_range", None) is None:
-        high = 2 * limit if limit > 0 else 1.0  # the colours follow the threshold the user chose
+    if threshold is not None and high is not None and limit > 0:
+        high = 2 * limit  # a fixed scale follows the threshold the user chose: red at twice it
     verdicts: list[Verdict] = []
     for start in range(0, len(files), BATCH):
         chunk = files[start : start + BATCH]
