@@ -14,8 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from defectkit.protocols import Prediction as Analysis
-from defectkit.protocols import is_anomalous
+from defectkit.protocols import Prediction, is_anomalous
 
 #: images are shown at least this large: model inputs are often 32 to 256 px
 DISPLAY_SIZE = 448
@@ -34,7 +33,7 @@ def _outline(region: np.ndarray) -> np.ndarray:
     return region & ~inner
 
 
-def overlay(analysis: Analysis, threshold: float, heat_range: tuple[float, float | None]) -> np.ndarray:
+def overlay(analysis: Prediction, threshold: float, heat_range: tuple[float, float | None]) -> np.ndarray:
     """The image under its heat map (jet, a fixed colour range), the region at or above ``threshold`` outlined
     in white, and a predicted mask outlined in red."""
     from matplotlib import colormaps
@@ -61,7 +60,7 @@ def overlay(analysis: Analysis, threshold: float, heat_range: tuple[float, float
     return np.clip(blended, 0, 255).astype(np.uint8)
 
 
-def second_picture(analysis: Analysis) -> np.ndarray:
+def second_picture(analysis: Prediction) -> np.ndarray:
     """The reconstruction, else the predicted mask over the image, else the input itself."""
     if analysis.reconstruction is not None:
         return _upscale(analysis.reconstruction, DISPLAY_SIZE, Image.Resampling.BILINEAR)
@@ -72,7 +71,7 @@ def second_picture(analysis: Analysis) -> np.ndarray:
     return _upscale(analysis.image, DISPLAY_SIZE, Image.Resampling.BILINEAR)
 
 
-def verdict_card(analysis: Analysis, threshold: float, score_name: str) -> str:
+def verdict_card(analysis: Prediction, threshold: float, score_name: str) -> str:
     """The verdict as an HTML card: big, coloured, with the score against the threshold and the category."""
     anomalous = is_anomalous(analysis.score, threshold)
     word, css = ("ANOMALOUS", "dk-bad") if anomalous else ("NORMAL", "dk-good")
@@ -107,7 +106,7 @@ def message_card(text: str, kind: str = "info") -> str:
     return f'<div class="dk-card {css}" data-kind="{kind}">{heading}<div>{html.escape(text)}</div></div>'
 
 
-def batch_rows(analyses: Sequence[Analysis], threshold: float, score_name: str) -> tuple[list[str], list[list]]:
+def batch_rows(analyses: Sequence[Prediction], threshold: float, score_name: str) -> tuple[list[str], list[list]]:
     """Header and rows of the batch table (and its CSV)."""
     header = ["file", score_name.replace(" ", "_"), "verdict", "threshold"]
     extra_category = any(a.category for a in analyses)
@@ -135,7 +134,7 @@ def batch_csv(header: list[str], rows: list[list]) -> str:
     return buffer.getvalue()
 
 
-def second_label(analysis: Analysis) -> str:
+def second_label(analysis: Prediction) -> str:
     """The title of :func:`second_picture`, from what the record holds (no detector is known by name)."""
     if analysis.reconstruction is not None:
         return "Reconstruction"
