@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 from defectkit.errors import DefectkitError  # noqa: E402
 from defectkit.io import write_text  # noqa: E402
-from defectkit.protocols import SessionCapabilities  # noqa: E402
+from defectkit.protocols import Predictor, SessionCapabilities  # noqa: E402
 from defectkit_serve import inspectors, render  # noqa: E402
 from defectkit_serve.gate import MAX_WAITING, Busy, ModelGate  # noqa: E402
 from defectkit_serve.generate import GeneratorStep, find_generators, get_session, label_hint  # noqa: E402
@@ -120,7 +120,7 @@ class InspectTab:
         self._scratch = tempfile.TemporaryDirectory(prefix="defectkit-serve-")
         self._batches: list[Path] = []
 
-    def inspector(self, step_id: str):
+    def inspector(self, step_id: str) -> Predictor:
         """The step's predictor (:class:`defectkit.protocols.Predictor`), opened on first use."""
         return get_predictor(self.run, self.steps[step_id], self.options.device)
 
@@ -250,7 +250,7 @@ class InspectTab:
         )
 
     @staticmethod
-    def _slider(inspector) -> dict[str, Any]:
+    def _slider(inspector: Predictor) -> dict[str, Any]:
         low, high = inspector.score_range
         return {
             "minimum": round(low, 6),
@@ -261,7 +261,7 @@ class InspectTab:
             "info": f"default {inspector.threshold:.4f} ({inspector.threshold_source})",
         }
 
-    def _legend(self, inspector) -> str:
+    def _legend(self, inspector: Predictor) -> str:
         accepted = (
             f"Accepted: {', '.join(s[1:] for s in IMAGE_SUFFIXES)}, up to {self.options.limits.max_megabytes:g} MB."
         )
@@ -275,7 +275,7 @@ class InspectTab:
         return f'<div class="dk-note">{accepted} {scale}</div>'
 
     @staticmethod
-    def _heat_label(inspector) -> str:
+    def _heat_label(inspector: Predictor) -> str:
         return "Attention, predicted mask outlined" if inspectors.heat_range(inspector)[1] is None else "Anomaly heat map"
 
     def switch(self, step_id: str, progress=gr.Progress()):
@@ -297,7 +297,7 @@ class InspectTab:
         )
 
     @staticmethod
-    def _sampling(inspector) -> tuple:
+    def _sampling(inspector: Predictor) -> tuple:
         """The sampling accordion and its three controls, at the run's values (hidden without sampling options)."""
         options = inspectors.sampling(inspector)
         if not options:
