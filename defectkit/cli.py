@@ -233,6 +233,37 @@ def _show(run_dir: Path) -> None:
 
 
 @cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="output folder (default RUN_DIR/detect)")
+@click.option("--step", "step", help="the detect step (folder 02_detect or id); default: the last one with a predictor")
+@click.option("--threshold", type=float, help="override the step's threshold")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto")
+def detect(
+    run_dir: Path, inputs: tuple[Path, ...], out: Path | None, step: str | None, threshold: float | None, device: str
+) -> None:
+    """Score new images (files or folders) with a finished run's detect step, whatever its detector.
+
+    Writes OUT/anomaly_maps (the layout `defectkit eval-maps` reads), overlays, scores.csv (path,score, as the
+    detect step's) and verdicts.csv (score against the threshold).
+    """
+    from defectkit.detect import detect_files, find_detect_step
+
+    opened = find_detect_step(run_dir, step)
+    out = out or run_dir / "detect"
+    predictor = opened.open(device)
+    title = getattr(predictor, "title", "") or opened.component.name
+    verdicts = detect_files(predictor, list(inputs), out, threshold, title)
+    for v in verdicts:
+        click.echo(f"{'ANOMALOUS' if v.anomalous else 'normal   '}  {v.prediction.score:.4f}  {v.path}")
+    limit = verdicts[0].threshold
+    click.echo(
+        f"{sum(v.anomalous for v in verdicts)} of {len(verdicts)} images anomalous (threshold {limit:.4f}, "
+        f"{opened.component.name} step {opened.record.dirname}); wrote {out}"
+    )
+
+
+@cli.command()
 def recipes() -> None:
     """List the ready recipes with a one-line description each."""
     import yaml

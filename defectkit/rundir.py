@@ -37,6 +37,21 @@ class StepRecord:
     def components(self) -> list[str]:
         return [c["name"] for c in (self.manifest or {}).get("components", [])]
 
+    @property
+    def kind(self) -> str:
+        """The step kind (``train``, ``detect`` ...) its manifest records; ``""`` while unfinished."""
+        return str((self.manifest or {}).get("kind", ""))
+
+    @property
+    def index(self) -> int:
+        """Its position in the recipe's steps (0-based), from the folder's number."""
+        return int(self.dirname.split("_", 1)[0]) - 1
+
+    def describe(self) -> str:
+        """``02_detect (detect: patch_knn)``, for messages that list a run's steps."""
+        kind = self.kind or "unfinished"
+        return f"{self.dirname} ({kind}: {'+'.join(self.components) or 'built-in'})"
+
 
 class RunDirectory:
     """A run directory as ``defectkit run`` writes it (see :mod:`defectkit.run`)."""
@@ -64,6 +79,48 @@ class RunDirectory:
     def steps(self) -> list[StepRecord]:
         folders = sorted(p for p in self.path.iterdir() if p.is_dir() and p.name[:2].isdigit() and "_" in p.name)
         return [StepRecord(p.name, dkio.read_json(p / "manifest.json")) for p in folders]
+
+    def recipe(self) -> dict[str, Any]:
+        """The resolved recipe the run was made from (``recipe.resolved.yaml``)."""
+        import yaml
+
+        path = self.path / "recipe.resolved.yaml"
+        try:
+            return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise RunError(f"{path}: cannot be read as YAML ({exc.__class__.__name__})") from None
+
+    def find_step(self, step: str) -> StepRecord:
+        """The step named by its folder (``02_detect``) or id (``detect``); one line naming the steps if none."""
+        records = self.steps()
+        for record in records:
+            if step in (record.dirname, record.id):
+                return record
+        names = ", ".join(r.dirname for r in records) or "none"
+        raise RunError(f"{self.path}: has no step {step!r} (steps: {names})")
+
+    def step_spec(self, record: StepRecord) -> dict[str, Any]:
+        """The step's block in the resolved recipe (``{"use": ..., "with": {...}, "inputs": {...}}``)."""
+        steps = self.recipe().get("steps") or []
+        if not 0 <= record.index < len(steps):
+            return {}
+        entry = steps[record.index] or {}
+        return dict(entry.get(record.kind) or next(iter(entry.values()), {}) or {})
+
+    def step_options(self, record: StepRecord) -> dict[str, Any]:
+        """The step's resolved ``with:`` options, as its component was built with them."""
+        return dict(self.step_spec(record).get("with") or {})
+
+    def artifact_before(self, record: StepRecord, name: str) -> Path | None:
+        """Artifact ``name`` as step ``record`` read it: from its ``inputs:`` step, else the latest earlier step."""
+        wanted = self.step_spec(record).get("inputs", {}).get(name)
+        for earlier in reversed([s for s in self.steps() if s.done and s.index < record.index]):
+            if wanted is not None and wanted not in (earlier.id, earlier.dirname):
+                continue
+            rel = earlier.manifest.get("artifacts", {}).get(name)
+            if rel is not None:
+                return self.path / rel
+        return None
 
     def artifact(self, name: str, producers: tuple[str, ...] = ()) -> Path:
         """The latest finished step's artifact ``name`` (of one of ``producers``, when given); one line if none."""

@@ -57,3 +57,28 @@ def auroc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarr
         return float("nan")
     ranks = rankdata(values)
     return float((ranks[truth].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def choose_threshold(labels: list[int], scores: list[float], percentile: float) -> dict:
+    """A default threshold on image scores: F1-adaptive with defective examples, else a percentile of the normal
+    scores. Returns ``{"threshold", "method"[, "f1"]}``; a score at the threshold counts as anomalous.
+
+    The F1-adaptive choice is scikit-learn's ``precision_recall_curve`` followed by the best F1 (ties: the
+    lowest threshold), written in numpy so that a plugin without scikit-learn gets the same threshold.
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    truth = np.asarray(labels).astype(bool)
+    if truth.any() and not truth.all():
+        order = np.argsort(-values, kind="stable")
+        ranked, hits = values[order], truth[order]
+        last = np.r_[np.flatnonzero(np.diff(ranked)), ranked.size - 1]  # the last index of each distinct score
+        true_positives = np.cumsum(hits)[last]
+        precision = true_positives / (last + 1)
+        recall = true_positives / true_positives[-1]
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        best = int(np.flatnonzero(f1 == f1.max())[-1])  # descending thresholds: the last is the lowest
+        return {"threshold": float(ranked[last[best]]), "method": "f1_adaptive", "f1": float(f1[best])}
+    return {
+        "threshold": float(np.percentile(values[~truth], percentile)),
+        "method": f"percentile_{percentile:g}_of_normal",
+    }

@@ -70,6 +70,27 @@ def test_example_component_runs_in_a_recipe(example_env, tiny_mvtec, tmp_path):
     maps = sorted((out / "01_detect" / "anomaly_maps").rglob("*.npy"))
     assert maps and (out / "01_detect" / "scores.csv").read_text().startswith("path,score\n")
 
+    # new images, as a user scores them after the run: through the plugin's predictor, known to no core code
+    detected = tmp_path / "detected"
+    result = subprocess.run(
+        [sys.executable, "-m", "defectkit", "detect", str(out), str(tiny_mvtec / "carpet" / "test"), "--out", str(detected)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=example_env,
+    )
+    assert result.returncode == 0, result.stderr
+    test_images = sorted((tiny_mvtec / "carpet" / "test").rglob("*.png"))
+    assert f"of {len(test_images)} images anomalous" in result.stdout and "pixel_zscore step 01_detect" in result.stdout
+    lines = (detected / "scores.csv").read_text().splitlines()
+    assert lines[0] == "path,score" and len(lines) == len(test_images) + 1  # the detect step's columns
+    assert (detected / "verdicts.csv").read_text().startswith("path,file,score,anomalous,threshold\n")
+    # the eval-maps layout: <defect type>/<stem>.npy, as below the test folder
+    assert sorted(p.relative_to(detected / "anomaly_maps").with_suffix("") for p in (detected / "anomaly_maps").rglob("*.npy")) == sorted(
+        p.relative_to(tiny_mvtec / "carpet" / "test").with_suffix("") for p in test_images
+    )
+    assert len(list((detected / "overlays").glob("*.png"))) == len(test_images)
+
 
 def test_example_plugin_own_tests_pass(example_env):
     result = subprocess.run(

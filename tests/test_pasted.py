@@ -45,3 +45,22 @@ def test_auroc_is_scikit_learns_with_ties():
     scores = np.round(rng.random(500) + labels * 0.3, 1)  # many ties
     assert auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
     assert np.isnan(auroc([1, 1], [0.2, 0.3]))
+
+
+def test_choose_threshold_is_scikit_learns_best_f1_in_numpy():
+    from sklearn.metrics import precision_recall_curve
+
+    from defectkit.stats import choose_threshold
+
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        labels = rng.integers(0, 2, 40)
+        labels[:2] = [0, 1]
+        scores = np.round(rng.random(40) + labels * rng.random(), 1)  # ties at one decimal
+        precision, recall, thresholds = precision_recall_curve(labels, scores)
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        best = int(np.argmax(f1[:-1]))
+        chosen = choose_threshold(labels.tolist(), scores.tolist(), 99)
+        assert chosen["threshold"] == thresholds[best] and chosen["f1"] == pytest.approx(f1[best])
+    normal = choose_threshold([0, 0, 0], [1.0, 2.0, 3.0], 50)
+    assert normal == {"threshold": 2.0, "method": "percentile_50_of_normal"}

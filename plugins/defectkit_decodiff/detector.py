@@ -17,6 +17,7 @@ from defectkit.data import Sample
 from defectkit.errors import DataError, DefectkitError
 from defectkit.io import write_json
 from defectkit.overlays import pick_overlays, save_overlay
+from defectkit.stats import choose_threshold
 from defectkit_decodiff.config import DecoDiffDetectConfig
 from defectkit_decodiff.diffusion import ddim_deviation_sample
 from defectkit_decodiff.model import Checkpoint, LatentCodec, crop_mask, load_checkpoint, load_images, to_model_range
@@ -128,28 +129,17 @@ def _gather(accelerator, part: dict) -> list[dict]:
     return gather_object([part])
 
 
-def choose_threshold(labels: list[int], scores: list[float], percentile: float) -> dict:
-    """F1-adaptive with defective examples, else a percentile of the normal scores."""
-    values = np.asarray(scores, dtype=np.float64)
-    truth = np.asarray(labels)
-    if truth.any() and not truth.all():
-        from sklearn.metrics import precision_recall_curve
-
-        precision, recall, thresholds = precision_recall_curve(truth, values)
-        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-        best = int(np.argmax(f1[:-1]))
-        return {"threshold": float(thresholds[best]), "method": "f1_adaptive", "f1": float(f1[best])}
-    return {
-        "threshold": float(np.percentile(values[truth == 0], percentile)),
-        "method": f"percentile_{percentile:g}_of_normal",
-    }
-
-
 class DecoDiffDetector:
     """Scores the test split with the ``checkpoint`` artifact of a ``decodiff`` train step."""
 
     def __init__(self, config: DecoDiffDetectConfig) -> None:
         self.config = config
+
+    def open_predictor(self, run_dir: str | Path, step_id: str, device: str = "auto"):
+        """The finished step ``step_id`` made ready for new images (``defectkit detect``, ``defectkit serve``)."""
+        from defectkit_decodiff.predictor import DecoDiffPredictor
+
+        return DecoDiffPredictor(run_dir, step_id, device)
 
     def detect(self, ctx) -> None:
         maps_dir = ctx.step_dir / "anomaly_maps"
@@ -226,7 +216,7 @@ class DecoDiffDetector:
             ctx.add_figure(path, f"decodiff: {names[i]} (score {scores[i]:.3f})")
 
         threshold = self._threshold(scorer, ctx)
-        # what `defectkit detect RUN_DIR ...` needs to score new images as this step did
+        # what the predictor (`defectkit detect RUN_DIR ...`) needs to score new images as this step did
         write_json(
             ctx.step_dir / THRESHOLD_FILE,
             {

@@ -36,9 +36,3 @@ def defectkit_detectors() -> list[Component]:
         )
     ]
 
-
-@hookimpl
-def defectkit_register_commands(cli) -> None:
-    from defectkit_decodiff.cli import detect_command  # click only: light
-
-    cli.add_command(detect_command)

@@ -25,6 +25,7 @@ from PIL import Image
 from defectkit.errors import DataError, DefectkitError
 from defectkit.generated import GeneratedWriter
 from defectkit.io import atomic_path, read_json, write_json
+from defectkit.protocols import SessionCapabilities
 from defectkit_defectfill.config import DefectFillGenerateConfig
 from defectkit_defectfill.masks import MaskSource
 
@@ -431,6 +432,9 @@ class DefectFillSession:
         self.labels = ["+".join(g) for g in generator.groups(loaded)]
         #: the [V*] maps of the last image (defect type -> latent-size floats) when the config saves attention
         self.last_attention: dict[str, np.ndarray] = {}
+
+    #: it fills a defect into a good image where the mask is painted; both are required
+    capabilities = SessionCapabilities(inpainting=True, requires_image=True)
 
     def generate(
         self,

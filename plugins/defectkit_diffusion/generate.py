@@ -422,6 +422,17 @@ class GenerationSession:
         self.labels = labels
         self.object_class = object_class
 
+    @property
+    def capabilities(self):
+        """What ``defectkit serve`` shows: the image and painted mask for an inpainting backend, the condition
+        image when the step uses ControlNets (both required then), and the negative prompt."""
+        from defectkit.protocols import SessionCapabilities
+
+        inpainting, control = bool(self.loaded.backend.inpainting), bool(self.loaded.modalities)
+        return SessionCapabilities(
+            inpainting=inpainting, requires_image=inpainting, control_image=control, requires_control_image=control
+        )
+
     def generate(
         self,
         label: str,

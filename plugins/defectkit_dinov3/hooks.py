@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from defectkit import Component, Consumes, hookimpl
-
-if TYPE_CHECKING:
-    import click
 
 
 
@@ -75,9 +70,3 @@ def defectkit_detectors() -> list[Component]:
         )
     ]
 
-
-@hookimpl
-def defectkit_register_commands(cli: click.Group) -> None:
-    from defectkit_dinov3.cli import dinov3_group
-
-    cli.add_command(dinov3_group)

@@ -179,6 +179,12 @@ class MultiTaskDetector:
     def __init__(self, config: MultiTaskPredictConfig) -> None:
         self.config = config
 
+    def open_predictor(self, run_dir: str | Path, step_id: str, device: str = "auto"):
+        """The finished step ``step_id`` made ready for new images (``defectkit detect``, ``defectkit serve``)."""
+        from defectkit_dinov3.predictor import Dinov3Predictor
+
+        return Dinov3Predictor.from_run(self.config, run_dir, step_id, device)
+
     def detect(self, ctx) -> None:
         out = ctx.step_dir
         if ctx.is_main_process:

@@ -101,6 +101,12 @@ class PatchKNNDetector:
     def __init__(self, config: PatchKNNDetectConfig) -> None:
         self.config = config
 
+    def open_predictor(self, run_dir: str | Path, step_id: str, device: str = "auto"):
+        """The finished step ``step_id`` made ready for new images (``defectkit detect``, ``defectkit serve``)."""
+        from defectkit_patchknn.predictor import PatchKNNPredictor
+
+        return PatchKNNPredictor(self.config, run_dir, step_id, device)
+
     def detect(self, ctx) -> None:
         maps_dir = ctx.step_dir / "anomaly_maps"
         scores_path = ctx.step_dir / "scores.csv"

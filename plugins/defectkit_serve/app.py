@@ -20,11 +20,12 @@ import numpy as np  # noqa: E402
 
 from defectkit.errors import DefectkitError  # noqa: E402
 from defectkit.io import write_text  # noqa: E402
-from defectkit_serve import render  # noqa: E402
+from defectkit.protocols import Predictor, SessionCapabilities  # noqa: E402
+from defectkit_serve import inspectors, render  # noqa: E402
 from defectkit_serve.gate import MAX_WAITING, Busy, ModelGate  # noqa: E402
 from defectkit_serve.generate import GeneratorStep, find_generators, get_session, label_hint  # noqa: E402
-from defectkit_serve.inspectors import INSPECTORS, Inspector, get_inspector  # noqa: E402
-from defectkit_serve.runinfo import SERVABLE_DETECTORS, RunInfo, StepInfo, read_run  # noqa: E402
+from defectkit_serve.inspectors import DetectorStep, find_detectors, get_predictor  # noqa: E402
+from defectkit_serve.runinfo import RunInfo, read_run  # noqa: E402
 from defectkit_serve.uploads import IMAGE_SUFFIXES, UploadError, UploadLimits, open_upload  # noqa: E402
 
 log = logging.getLogger("defectkit.serve")
@@ -75,7 +76,7 @@ class Servable:
     """What one run offers: detect steps for Inspect, generator sessions for Generate, and notes."""
 
     run: RunInfo
-    detect_steps: list[StepInfo]
+    detect_steps: list[DetectorStep]
     generators: list[GeneratorStep]
     notes: list[str]
 
@@ -83,14 +84,16 @@ class Servable:
 def find_servable(run_dir: str | Path) -> Servable:
     """Read ``run_dir``; a folder that is not a run, or a run with nothing to serve, is a DefectkitError."""
     run = read_run(run_dir)
-    detect_steps = run.detect_steps()
-    generators, notes = find_generators(run)
+    detect_steps, notes = find_detectors(run)
+    generators, generator_notes = find_generators(run)
+    notes += generator_notes
     if not detect_steps and not generators:
         kinds = ", ".join(f"{s.dirname} ({s.kind}: {', '.join(s.components) or 'built-in'})" for s in run.steps)
-        extra = f"; {notes[0]}" if notes else ""
+        extra = f"; {'; '.join(notes)}" if notes else ""
         raise DefectkitError(
-            f"{run.run_dir}: nothing to serve: no finished detect step of {', '.join(SERVABLE_DETECTORS)} and no "
-            f"generate step with an interactive generator (finished steps: {kinds or 'none'}){extra}"
+            f"{run.run_dir}: nothing to serve: no finished detect step whose detector has a predictor "
+            "(open_predictor) and no generate step whose generator has an interactive session (open_session) "
+            f"(finished steps: {kinds or 'none'}){extra}"
         )
     return Servable(run, detect_steps, generators, notes)
 
@@ -100,9 +103,8 @@ def _file_url(path: Path) -> str:
     return f"gradio_api/file={path}"
 
 
-def _step_label(step: StepInfo) -> str:
-    cls = INSPECTORS[step.component]
-    return f"{cls.title}: step {step.dirname}"
+def _step_label(entry: DetectorStep) -> str:
+    return f"{entry.name}: step {entry.step.dirname}"
 
 
 # -- the Inspect tab -----------------------------------------------------------------------------------
@@ -111,15 +113,16 @@ def _step_label(step: StepInfo) -> str:
 class InspectTab:
     def __init__(self, servable: Servable, options: ServeOptions, gate: ModelGate | None = None) -> None:
         self.run = servable.run
-        self.steps = {s.id: s for s in servable.detect_steps}
+        self.steps = {s.step.id: s for s in servable.detect_steps}
         self.options = options
         self.gate = gate or ModelGate(options.max_waiting)
         # one folder for the batch CSVs of this app, removed when the process ends; one sub-folder per batch
         self._scratch = tempfile.TemporaryDirectory(prefix="defectkit-serve-")
         self._batches: list[Path] = []
 
-    def inspector(self, step_id: str) -> Inspector:
-        return get_inspector(self.run, self.steps[step_id], self.options.device)
+    def inspector(self, step_id: str) -> Predictor:
+        """The step's predictor (:class:`defectkit.protocols.Predictor`), opened on first use."""
+        return get_predictor(self.run, self.steps[step_id], self.options.device)
 
     def build(self, demo: gr.Blocks) -> None:
         """The tab's components; the first detector loads in the background, so the page answers at once.
@@ -128,15 +131,15 @@ class InspectTab:
         as soon as the model is there; an image uploaded before then is scored at the saved threshold.
         """
         first = next(iter(self.steps.values()))
-        threading.Thread(target=self._warm, args=(first.id,), name="defectkit-serve-warm", daemon=True).start()
+        threading.Thread(target=self._warm, args=(first.step.id,), name="defectkit-serve-warm", daemon=True).start()
         state = gr.State(None)
         ready = gr.State(False)  # True once the load event has put the detector's own threshold on the slider
-        choices = [(_step_label(s), s.id) for s in self.steps.values()]
+        choices = [(_step_label(s), s.step.id) for s in self.steps.values()]
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=320):
                 model = gr.Dropdown(
                     choices=choices,
-                    value=first.id,
+                    value=first.step.id,
                     label="Detector",
                     info="the run's detect steps",
                     visible=len(choices) > 1,
@@ -169,8 +172,8 @@ class InspectTab:
                     label="Class probabilities", num_top_classes=5, visible=False, elem_id="dk-classes"
                 )
                 legend = gr.HTML('<div class="dk-note">loading the detector ...</div>')
-                # seed 003's interface: DeCo-Diff's sampling, shown for decodiff steps only
-                with gr.Accordion("Sampling (DeCo-Diff)", open=False, visible=False) as sampling_box:
+                # seed 003's interface: shown for a predictor with sampling options (DeCo-Diff's)
+                with gr.Accordion("Sampling", open=False, visible=False) as sampling_box:
                     gated = gr.Checkbox(label="gated fusion (the DoD gate map)", value=False, elem_id="dk-gated")
                     sample_steps = gr.Slider(1, 50, value=5, step=1, label="DDIM correction steps", elem_id="dk-steps")
                     start_t = gr.Slider(1, 9, value=5, step=1, label="start step", elem_id="dk-start")
@@ -247,22 +250,22 @@ class InspectTab:
         )
 
     @staticmethod
-    def _slider(inspector: Inspector) -> dict[str, Any]:
+    def _slider(inspector: Predictor) -> dict[str, Any]:
         low, high = inspector.score_range
         return {
             "minimum": round(low, 6),
             "maximum": round(high, 6),
             "value": round(inspector.threshold, 6),
             "step": (high - low) / 500,
-            "label": f"Threshold on the {inspector.score_name}",
+            "label": f"Threshold on the {inspectors.score_name(inspector)}",
             "info": f"default {inspector.threshold:.4f} ({inspector.threshold_source})",
         }
 
-    def _legend(self, inspector: Inspector) -> str:
+    def _legend(self, inspector: Predictor) -> str:
         accepted = (
             f"Accepted: {', '.join(s[1:] for s in IMAGE_SUFFIXES)}, up to {self.options.limits.max_megabytes:g} MB."
         )
-        low, high = inspector.heat_range
+        low, high = inspectors.heat_range(inspector)
         if high is None:
             scale = "The heat map is the model's attention (blue low, red high, each image's own range); the red "
             scale += "outline is the predicted defect mask."
@@ -272,14 +275,8 @@ class InspectTab:
         return f'<div class="dk-note">{accepted} {scale}</div>'
 
     @staticmethod
-    def _heat_label(inspector: Inspector) -> str:
-        return "Attention, predicted mask outlined" if inspector.heat_range[1] is None else "Anomaly heat map"
-
-    @staticmethod
-    def _second_label(inspector: Inspector) -> str:
-        return {"decodiff": "Reconstruction", "dinov3_multitask": "Predicted defect mask"}.get(
-            inspector.component, "Input, as the model sees it"
-        )
+    def _heat_label(inspector: Predictor) -> str:
+        return "Attention, predicted mask outlined" if inspectors.heat_range(inspector)[1] is None else "Anomaly heat map"
 
     def switch(self, step_id: str, progress=gr.Progress()):
         progress(0, desc="loading the detector")
@@ -288,12 +285,11 @@ class InspectTab:
                 inspector = self.inspector(step_id)
         except Busy as exc:
             raise gr.Error(str(exc)) from None
-        label = self._second_label(inspector)
         return (
             gr.Slider(**self._slider(inspector)),
             None,
             gr.Image(value=None, label=self._heat_label(inspector)),
-            gr.Image(value=None, label=label),
+            gr.Image(value=None, label="Second picture"),
             render.message_card("Detector changed: upload an image."),
             gr.Label(value=None, visible=False),
             self._legend(inspector),
@@ -301,9 +297,9 @@ class InspectTab:
         )
 
     @staticmethod
-    def _sampling(inspector: Inspector) -> tuple:
+    def _sampling(inspector: Predictor) -> tuple:
         """The sampling accordion and its three controls, at the run's values (hidden without sampling options)."""
-        options = inspector.sampling()
+        options = inspectors.sampling(inspector)
         if not options:
             return gr.Accordion(visible=False), gr.Checkbox(), gr.Slider(), gr.Slider()
         top = max(1, getattr(inspector, "max_start", options["start_t"]))
@@ -330,7 +326,7 @@ class InspectTab:
             gr.Slider(**self._slider(inspector), interactive=True),
             True,
             gr.Image(label=self._heat_label(inspector)),
-            gr.Image(label=self._second_label(inspector)),
+            gr.Image(label="Second picture"),
             self._legend(inspector),
             *self._sampling(inspector),
         )
@@ -359,7 +355,8 @@ class InspectTab:
         state = {"analysis": analysis, "step": step_id}
         heat, verdict = self.redraw(state, threshold)
         probabilities = gr.Label(value=analysis.probabilities or None, visible=bool(analysis.probabilities))
-        return state, heat, render.second_picture(analysis), verdict, probabilities
+        second = gr.Image(value=render.second_picture(analysis), label=render.second_label(analysis))
+        return state, heat, second, verdict, probabilities
 
     def _analyse_upload(self, path: str, step_id: str, progress, sampling: dict | None = None):
         # a function of its own: the full-size image is freed when it returns, before the gate releases memory
@@ -367,11 +364,12 @@ class InspectTab:
         progress(0.1, desc="loading the detector (first request only)")
         inspector = self.inspector(step_id)
         try:
-            inspector.set_sampling(sampling or {})  # inside the gate: no other request uses the model meanwhile
+            # inside the gate: no other request uses the model meanwhile
+            inspectors.set_sampling(inspector, sampling or {})
         except DefectkitError as exc:
             raise UploadError(str(exc)) from None
-        progress(0.4, desc=f"scoring with {inspector.title}")
-        return inspector.analyse([image], [Path(path).name])[0]
+        progress(0.4, desc=f"scoring with {inspectors.title(inspector, self.steps[step_id])}")
+        return inspectors.predict(inspector, [image], [Path(path).name])[0]
 
     def redraw(self, state: dict | None, threshold: float):
         """Overlay and verdict at ``threshold`` from the stored analysis: no model call."""
@@ -380,8 +378,8 @@ class InspectTab:
         inspector = self.inspector(state["step"])  # cached: costs a dictionary look-up
         analysis = state["analysis"]
         return (
-            render.overlay(analysis, threshold, inspector.heat_range),
-            render.verdict_card(analysis, threshold, inspector.score_name),
+            render.overlay(analysis, threshold, inspectors.heat_range(inspector)),
+            render.verdict_card(analysis, threshold, inspectors.score_name(inspector)),
         )
 
     def batch(self, paths: list[str] | None, step_id: str, threshold: float, progress=gr.Progress()):
@@ -414,10 +412,10 @@ class InspectTab:
         if not images:
             return [], refused
         inspector = self.inspector(step_id)
-        inspector.set_sampling({})  # a batch is scored as the run scored its test images
+        inspectors.set_sampling(inspector, {})  # a batch is scored as the run scored its test images
         analyses = []
         for start in progress.tqdm(range(0, len(images), 8), desc=f"scoring {len(images)} images"):
-            analyses += inspector.analyse(images[start : start + 8], names[start : start + 8])
+            analyses += inspectors.predict(inspector, images[start : start + 8], names[start : start + 8])
         return analyses, refused
 
     def _batch_folder(self) -> Path:
@@ -433,11 +431,12 @@ class InspectTab:
             return gr.Dataframe(), gr.File(), gr.Gallery()
         inspector = self.inspector(state["step"])
         analyses = state["analyses"]
-        header, rows = render.batch_rows(analyses, threshold, inspector.score_name)
+        header, rows = render.batch_rows(analyses, threshold, inspectors.score_name(inspector))
         folder = state.get("folder") or self._batch_folder()
         csv_path = write_text(Path(folder) / "defectkit_scores.csv", render.batch_csv(header, rows))
         ranked = sorted(analyses, key=lambda a: -a.score)[:BATCH_GALLERY]
-        gallery = [(render.overlay(a, threshold, inspector.heat_range), f"{a.name}  {a.score:.3f}") for a in ranked]
+        heat = inspectors.heat_range(inspector)
+        gallery = [(render.overlay(a, threshold, heat), f"{a.name}  {a.score:.3f}") for a in ranked]
         return gr.Dataframe(value=rows, headers=header), str(csv_path), gallery
 
 
@@ -451,7 +450,26 @@ class GenerateTab:
         self.options = options
         self.gate = gate or ModelGate(options.max_waiting)
 
-    def build(self) -> None:
+    def capabilities(self, step_id: str) -> SessionCapabilities:
+        """What the step's session does with the optional inputs (opens the session on first use)."""
+        session = get_session(self.run, self.entries[step_id], self.options.device)
+        return getattr(session, "capabilities", None) or SessionCapabilities()
+
+    def show_inputs(self, step_id: str):
+        """The page's load event and the generator choice: show the inputs the session uses, hide the others."""
+        try:
+            with self.gate.enter():
+                caps = self.capabilities(step_id)
+        except (Busy, DefectkitError) as exc:
+            raise gr.Error(str(exc)) from None
+        return (
+            gr.Accordion(visible=caps.control_image, open=caps.requires_control_image),
+            gr.Accordion(visible=caps.inpainting, open=caps.requires_image),
+            gr.Textbox(visible=caps.negative_prompt),
+        )
+
+    def build(self, demo: gr.Blocks) -> None:
+        """The tab's components; which optional inputs show comes from the session's capabilities, once open."""
         first = next(iter(self.entries.values()))
         labels = label_hint(self.run, first)
         with gr.Row(equal_height=False):
@@ -471,17 +489,22 @@ class GenerateTab:
                     elem_id="dk-gen-label",
                 )
                 prompt = gr.Textbox(label="Prompt", placeholder="empty: the generator's prompt for the class", lines=2)
-                negative = gr.Textbox(label="Negative prompt", placeholder="empty: the generator's default")
+                negative = gr.Textbox(
+                    label="Negative prompt", placeholder="empty: the generator's default", elem_id="dk-gen-negative"
+                )
                 with gr.Row():
                     seed = gr.Number(0, label="Seed", precision=0, minimum=0)
                     # 0 stands for "the step's own value": gradio's Number sends 0 for an empty box
                     guidance = gr.Number(0, label="Guidance scale", info="0: the step's", minimum=0)
                     steps = gr.Number(0, label="Sampling steps", info="0: the step's", precision=0, minimum=0)
-                with gr.Accordion("ControlNet condition image", open=first.wants_control):
+                # hidden until the session says it uses them (the page's load event)
+                with gr.Accordion(
+                    "ControlNet condition image", open=False, visible=False, elem_id="dk-gen-control"
+                ) as control_box:
                     control = gr.Image(label="Condition image (edges, depth ...)", type="pil", height=240)
                 with gr.Accordion(
-                    "Inpainting (DefectFill): a good image and the defect region", open=first.wants_inpainting
-                ):
+                    "Inpainting: a good image and the defect region", open=False, visible=False, elem_id="dk-gen-inpaint"
+                ) as inpaint_box:
                     editor = gr.ImageEditor(
                         label="Good image: paint the region where the defect should appear",
                         type="pil",
@@ -496,6 +519,8 @@ class GenerateTab:
                     label="Generated image", interactive=False, height=480, format="png", elem_id="dk-gen-out"
                 )
                 info = gr.HTML("")
+        demo.load(self.show_inputs, [step], [control_box, inpaint_box, negative], concurrency_limit=None)
+        step.change(self.show_inputs, [step], [control_box, inpaint_box, negative], concurrency_limit=None)
         button.click(
             self.generate,
             [step, label, prompt, negative, seed, guidance, steps, control, editor],
@@ -666,7 +691,7 @@ def build_app(servable: Servable, options: ServeOptions | None = None) -> gr.Blo
                     InspectTab(servable, options, gate).build(demo)
             if servable.generators:
                 with gr.Tab("Generate", id="generate"):
-                    GenerateTab(servable, options, gate).build()
+                    GenerateTab(servable, options, gate).build(demo)
             with gr.Tab("Run", id="run"):
                 build_runs_tab(servable)
     # the other events (threshold moves) are cheap; gradio's queue is bounded for them too

@@ -1,11 +1,10 @@
 """The Generate tab's back end: a run's generate steps whose generator offers an interactive session.
 
-A generator component opts in by giving the object its factory returns an ``open_session`` method::
-
-    session = generator.open_session(run_dir: Path, step_id: str, device: str)   # loads the models once
-    session.labels -> list[str]
-    session.generate(label, prompt=None, negative_prompt=None, seed=0, guidance=None, steps=None,
-                     control_image=None, image=None, mask=None) -> PIL.Image.Image
+A generator component opts in by giving the object its factory returns an ``open_session`` method
+(:class:`defectkit.protocols.InteractiveGenerator`); the session (:class:`defectkit.protocols.GenerationSession`)
+has ``labels``, ``capabilities`` (:class:`defectkit.protocols.SessionCapabilities`: which optional inputs the
+tab shows) and ``generate(label, prompt=None, negative_prompt=None, seed=0, guidance=None, steps=None,
+control_image=None, image=None, mask=None) -> PIL.Image.Image``.
 
 The generator is built from the registry with the step's resolved ``with:`` options, exactly as the run did.
 """
@@ -30,15 +29,6 @@ class GeneratorStep:
     @property
     def name(self) -> str:
         return self.step.component
-
-    @property
-    def wants_control(self) -> bool:
-        """Whether the step was configured with a ControlNet (opens that input in the UI)."""
-        return any("control" in key and value for key, value in self.step.options.items())
-
-    @property
-    def wants_inpainting(self) -> bool:
-        return "fill" in self.name or "inpaint" in self.name
 
 
 def find_generators(run: RunInfo) -> tuple[list[GeneratorStep], list[str]]:

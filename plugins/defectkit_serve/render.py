@@ -1,4 +1,4 @@
-"""Pictures and verdict cards drawn from an :class:`~defectkit_serve.inspectors.Analysis` at a threshold.
+"""Pictures and verdict cards drawn from a :class:`~defectkit.protocols.Prediction` at a threshold.
 
 Everything here is cheap (NumPy on one image): it runs again on every move of the threshold slider,
 never the model.
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from defectkit_serve.inspectors import Analysis, is_anomalous
+from defectkit.protocols import Prediction, is_anomalous
 
 #: images are shown at least this large: model inputs are often 32 to 256 px
 DISPLAY_SIZE = 448
@@ -33,18 +33,18 @@ def _outline(region: np.ndarray) -> np.ndarray:
     return region & ~inner
 
 
-def overlay(analysis: Analysis, threshold: float, heat_range: tuple[float, float | None]) -> np.ndarray:
+def overlay(analysis: Prediction, threshold: float, heat_range: tuple[float, float | None]) -> np.ndarray:
     """The image under its heat map (jet, a fixed colour range), the region at or above ``threshold`` outlined
-    in white, and a predicted mask (DINOv3) outlined in red."""
+    in white, and a predicted mask outlined in red."""
     from matplotlib import colormaps
 
     image = analysis.image
     size = max(DISPLAY_SIZE, image.shape[0])
     base = _upscale(image, size, Image.Resampling.BILINEAR).astype(np.float32)
-    if analysis.heatmap is None:
+    if analysis.anomaly_map is None:
         return base.astype(np.uint8)
     heat = np.asarray(
-        Image.fromarray(analysis.heatmap.astype(np.float32)).resize((size, size), Image.Resampling.BILINEAR)
+        Image.fromarray(analysis.anomaly_map.astype(np.float32)).resize((size, size), Image.Resampling.BILINEAR)
     )
     low, high = heat_range
     if high is None:  # no common scale (attention): this image's own range
@@ -60,8 +60,8 @@ def overlay(analysis: Analysis, threshold: float, heat_range: tuple[float, float
     return np.clip(blended, 0, 255).astype(np.uint8)
 
 
-def second_picture(analysis: Analysis) -> np.ndarray:
-    """DeCo-Diff's reconstruction, the DINOv3 predicted mask over the image, or else the input itself."""
+def second_picture(analysis: Prediction) -> np.ndarray:
+    """The reconstruction, else the predicted mask over the image, else the input itself."""
     if analysis.reconstruction is not None:
         return _upscale(analysis.reconstruction, DISPLAY_SIZE, Image.Resampling.BILINEAR)
     if analysis.mask is not None:
@@ -71,7 +71,7 @@ def second_picture(analysis: Analysis) -> np.ndarray:
     return _upscale(analysis.image, DISPLAY_SIZE, Image.Resampling.BILINEAR)
 
 
-def verdict_card(analysis: Analysis, threshold: float, score_name: str) -> str:
+def verdict_card(analysis: Prediction, threshold: float, score_name: str) -> str:
     """The verdict as an HTML card: big, coloured, with the score against the threshold and the category."""
     anomalous = is_anomalous(analysis.score, threshold)
     word, css = ("ANOMALOUS", "dk-bad") if anomalous else ("NORMAL", "dk-good")
@@ -87,11 +87,11 @@ def verdict_card(analysis: Analysis, threshold: float, score_name: str) -> str:
             f'<div class="dk-verdict-extra">category <b>{html.escape(analysis.category)}</b> '
             f"({html.escape(analysis.category_source)})</div>"
         )
-    if analysis.prediction:
-        probability = analysis.probabilities.get(analysis.prediction, 0.0)
+    if analysis.predicted_class:
+        probability = analysis.probabilities.get(analysis.predicted_class, 0.0)
         mask = f", defect area {analysis.mask.mean():.1%}" if analysis.mask is not None else ""
         lines.append(
-            f'<div class="dk-verdict-extra">class <b>{html.escape(analysis.prediction)}</b> '
+            f'<div class="dk-verdict-extra">class <b>{html.escape(analysis.predicted_class)}</b> '
             f"({probability:.1%}){mask}</div>"
         )
     lines.append(f'<div class="dk-verdict-file">{html.escape(analysis.name)}</div></div>')
@@ -106,11 +106,11 @@ def message_card(text: str, kind: str = "info") -> str:
     return f'<div class="dk-card {css}" data-kind="{kind}">{heading}<div>{html.escape(text)}</div></div>'
 
 
-def batch_rows(analyses: Sequence[Analysis], threshold: float, score_name: str) -> tuple[list[str], list[list]]:
+def batch_rows(analyses: Sequence[Prediction], threshold: float, score_name: str) -> tuple[list[str], list[list]]:
     """Header and rows of the batch table (and its CSV)."""
     header = ["file", score_name.replace(" ", "_"), "verdict", "threshold"]
     extra_category = any(a.category for a in analyses)
-    extra_class = any(a.prediction for a in analyses)
+    extra_class = any(a.predicted_class for a in analyses)
     if extra_category:
         header.append("category")
     if extra_class:
@@ -121,7 +121,7 @@ def batch_rows(analyses: Sequence[Analysis], threshold: float, score_name: str) 
         if extra_category:
             row.append(a.category or "")
         if extra_class:
-            row += [a.prediction or "", round(a.probabilities.get(a.prediction or "", 0.0), 6)]
+            row += [a.predicted_class or "", round(a.probabilities.get(a.predicted_class or "", 0.0), 6)]
         rows.append(row)
     return header, rows
 
@@ -132,3 +132,12 @@ def batch_csv(header: list[str], rows: list[list]) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def second_label(analysis: Prediction) -> str:
+    """The title of :func:`second_picture`, from what the record holds (no detector is known by name)."""
+    if analysis.reconstruction is not None:
+        return "Reconstruction"
+    if analysis.mask is not None:
+        return "Predicted defect mask"
+    return "Input, as the model sees it"

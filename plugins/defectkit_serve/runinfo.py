@@ -14,9 +14,6 @@ from typing import Any
 from defectkit.errors import DefectkitError
 from defectkit.io import read_json
 
-#: the detectors whose runs the Inspect tab can serve (component name -> what it shows)
-SERVABLE_DETECTORS = ("decodiff", "dinov3_multitask", "patch_knn")
-
 
 @dataclass(frozen=True)
 class StepInfo:
@@ -57,21 +54,11 @@ class RunInfo:
         return path if path.is_file() else None
 
     def detect_steps(self) -> list[StepInfo]:
-        """Finished detect steps of a detector the Inspect tab knows, in run order."""
-        return [s for s in self.steps if s.kind == "detect" and s.component in SERVABLE_DETECTORS]
+        """Finished detect steps, in run order (which of them can be served: :func:`inspectors.find_detectors`)."""
+        return [s for s in self.steps if s.kind == "detect" and s.components]
 
     def generate_steps(self) -> list[StepInfo]:
         return [s for s in self.steps if s.kind == "generate" and s.components]
-
-    def artifact_for(self, step: StepInfo, name: str) -> Path | None:
-        """Artifact ``name`` as ``step`` saw it: from its ``inputs:`` step, else the latest earlier step with one."""
-        wanted = step.inputs.get(name)
-        for earlier in reversed([s for s in self.steps if s.index < step.index]):
-            if wanted is not None and earlier.id != wanted:
-                continue
-            if name in earlier.artifacts:
-                return self.run_dir / earlier.artifacts[name]
-        return None
 
 
 def read_run(run_dir: str | Path) -> RunInfo:

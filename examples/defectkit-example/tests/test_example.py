@@ -1,6 +1,7 @@
 """How a plugin author tests a plugin with ``defectkit.testing`` (installed as a pytest plugin)."""
 
 import numpy as np
+import pytest
 from defectkit_example import hooks
 from defectkit_example.detector import read_scores
 from PIL import Image
@@ -8,7 +9,7 @@ from pydantic import BaseModel
 
 from defectkit import Component, hookimpl
 from defectkit.data import Sample
-from defectkit.testing import check_component, check_plugin_light, run_recipe_dict
+from defectkit.testing import check_component, check_plugin_light, check_predictor, run_recipe_dict
 
 
 def test_hooks_module_is_light():
@@ -72,3 +73,10 @@ def test_detector_in_a_recipe(register_plugin, defectkit_registry, tmp_path):
     defective = [v for k, v in scores.items() if k.startswith("square/")]
     normal = [v for k, v in scores.items() if k.startswith("good/")]
     assert min(defective) > max(normal)
+
+
+    # the predictor (defectkit detect, defectkit serve) scores new images as the step scored its test split
+    predictor = check_predictor(run_dir, "detect")
+    image, _ = Squares(None).samples("test")[1].loader()
+    [record] = predictor.predict([image], ["square.png"])
+    assert record.score == pytest.approx(scores["square/1"], rel=1e-4) and record.anomaly_map.shape == (16, 16)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from defectkit.testing import run_recipe_dict
+from defectkit.testing import check_session, run_recipe_dict
 from defectkit_diffusion.tests.test_generate import generate_step, recipe
 
 pytest.importorskip("gradio")
@@ -26,8 +26,11 @@ def test_generate_tab_draws_an_image_for_a_text_to_image_run(registered, tiny_mo
     # once the tab passed image= and mask= to every session, and stable_diffusion's refused them (TypeError)
     run_dir = run_recipe_dict(recipe([generate_step(tiny_models["sd15"], defect_types=["scratches"])]), tmp_path / "run")
     tab, entry = _tab(run_dir)
+    control, inpaint, negative = tab.show_inputs(entry.step.id)  # the session's capabilities choose the inputs
+    assert not control.visible and not inpaint.visible and negative.visible
     picture, info, _ = tab.generate(entry.step.id, "scratches", "", "", 3, None, 2, None, None)
     assert picture.size == (32, 32) and "scratches, seed 3" in info
+    check_session(entry.generator.open_session(run_dir, entry.step.id, "cpu"), steps=2)
     good = Image.new("RGB", (32, 32), (90, 90, 90))
     stroke = np.zeros((32, 32, 4), np.uint8)
     stroke[8:20, 8:20, 3] = 255
@@ -49,6 +52,8 @@ def test_generate_tab_inpaints_the_painted_region_for_an_inpainting_run(register
     )
     run_dir = run_recipe_dict(recipe([step], data=data), tmp_path / "run")
     tab, entry = _tab(run_dir)
+    control, inpaint, _ = tab.show_inputs(entry.step.id)
+    assert inpaint.visible and inpaint.open and not control.visible
     label = sorted(entry.generator.open_session(run_dir, entry.step.id, "cpu").labels)[0]
     good = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
     stroke = np.zeros((32, 32, 4), np.uint8)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from defectkit.errors import DefectkitError
-from defectkit.testing import run_recipe_dict
+from defectkit.testing import check_predictor, run_recipe_dict
 from defectkit_dinov3 import hooks
 from defectkit_dinov3.tests.tiny import tiny_train_options
 
@@ -65,6 +65,11 @@ def test_train_predict_evaluate(registered, tmp_path):
     results = json.loads((detect / "results.json").read_text())
     assert results["images"] == 12 and results["results"][0]["id"] == rows[0]["id"]
 
+    # new images through the predictor (defectkit detect, serve): class, probabilities, mask, attention map
+    predictor = check_predictor(run_dir, "detect")
+    record = predictor.predict([Image.new("RGB", (40, 40), (90, 90, 90))], ["grey.png"])[0]
+    assert record.predicted_class in NEU and record.mask.shape == (32, 32) and 0 <= record.score <= 1
+
 
 def test_resume_continues_after_the_last_finished_epoch(registered, tmp_path):
     from defectkit.plugins import get_registry
@@ -106,18 +111,6 @@ def test_predict_files_on_a_folder(registered, tmp_path):
     assert summary["images"] == 3 and summary["accuracy"] is None
     assert len(list((tmp_path / "out" / "visualizations").glob("*.png"))) == 3
     assert (tmp_path / "out" / "predictions.csv").read_text().count("\n") == 4
-
-    # the same through the command line: one image
-    from click.testing import CliRunner
-
-    from defectkit_dinov3.cli import dinov3_group
-
-    result = CliRunner().invoke(
-        dinov3_group,
-        ["predict", str(run_dir / "01_train" / "checkpoint"), str(folder / "0.png"), "-o", str(tmp_path / "one")],
-    )
-    assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "one" / "results.json").read_text())["images"] == 1
 
 
 def test_an_unknown_backbone_option_names_the_key(registered, tmp_path):

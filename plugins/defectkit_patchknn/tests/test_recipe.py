@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
+from defectkit.detect import find_detect_step
 from defectkit.errors import DataError, DefectkitError
-from defectkit.testing import run_recipe_dict
+from defectkit.testing import check_predictor, run_recipe_dict
 from defectkit_patchknn import hooks
 from defectkit_patchknn.tests.textures import TexturePlugin
 
@@ -70,6 +71,10 @@ def test_finds_pasted_defects_on_held_out_brick_crops(registered, tmp_path):
     assert len(figures) == 12 and all((run_dir / f["path"]).stat().st_size > 1000 for f in figures)
     assert sum("good/" in f["caption"] for f in figures) == 4  # a third normal, drawn on the same colour scale
 
+    # new images through the predictor (defectkit detect, serve): the saved bank, a threshold from the step's scores
+    predictor = check_predictor(run_dir, "detect")
+    assert "f1_adaptive" in predictor.threshold_source
+
 
 def test_detect_alone_fits_on_the_fly(registered, tmp_path):
     steps = [
@@ -86,6 +91,8 @@ def test_detect_alone_fits_on_the_fly(registered, tmp_path):
     assert {"image_auroc", "pixel_auroc", "images_per_second"} <= set(metrics)
     assert len(list((run_dir / "01_detect" / "anomaly_maps").rglob("*.npy"))) == 6
     assert len(list((run_dir / "01_detect" / "overlays").glob("*.png"))) == 2
+    with pytest.raises(DefectkitError, match="fitted its memory bank on the fly and did not save it"):
+        find_detect_step(run_dir).open("cpu")
 
 
 def test_checkpoint_settings_rule_the_detector(registered, tmp_path):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from defectkit import Component, hookimpl
 from defectkit.generated import GeneratedWriter
+from defectkit.protocols import SessionCapabilities
 
 COLOURS = {"scratch": (220, 30, 30), "stain": (30, 30, 220)}
 
@@ -27,6 +28,8 @@ class FakeConfig(BaseModel):
 
 class FakeSession:
     opened = 0
+    #: paints into an uploaded image where one is given, else draws on grey
+    capabilities = SessionCapabilities(inpainting=True)
 
     def __init__(self, config: FakeConfig, run_dir: Path, step_id: str, device: str) -> None:
         FakeSession.opened += 1

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from defectkit_patchknn.predictor import PatchKNNPredictor
 from PIL import Image
 
-from defectkit_serve import inspectors
 from defectkit_serve.app import InspectTab, ServeOptions, build_app, find_servable, launch
 from defectkit_serve.gate import Busy, ModelGate
 
@@ -64,13 +64,13 @@ def test_the_gate_admits_one_and_a_bounded_queue_then_says_busy():
 
 @pytest.fixture
 def served(patchknn_run, monkeypatch):
-    slow = inspectors.PatchKNNInspector.analyse
+    slow = PatchKNNPredictor.predict
 
-    def analyse(self, *args):
+    def predict(self, *args):
         time.sleep(0.3)  # a model of realistic speed, so that requests pile up
         return slow(self, *args)
 
-    monkeypatch.setattr(inspectors.PatchKNNInspector, "analyse", analyse)
+    monkeypatch.setattr(PatchKNNPredictor, "predict", predict)
     options = ServeOptions(device="cpu", max_waiting=MAX_WAITING)
     servable = find_servable(patchknn_run)
     demo = build_app(servable, options)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from defectkit_patchknn.predictor import PatchKNNPredictor
 from PIL import Image
 
 from defectkit.cli import main
 from defectkit.testing import check_plugin_light, run_recipe_dict
-from defectkit_serve import inspectors
 from defectkit_serve.app import InspectTab, ServeOptions, _editor_image_and_mask, build_app, find_servable
-from defectkit_serve.inspectors import MODELS, get_inspector
+from defectkit_serve.inspectors import MODELS, get_predictor
 from defectkit_serve.runinfo import read_run
 from defectkit_serve.tests import fake_generator
 from defectkit_serve.uploads import UploadError, UploadLimits, open_upload
@@ -87,7 +87,6 @@ def test_read_run_finds_steps_options_and_artifacts(patchknn_run):
     ]
     detect = run.detect_steps()[0]
     assert detect.component == "patch_knn" and detect.options["blur_sigma"] == 2.0
-    assert run.artifact_for(detect, "checkpoint") == patchknn_run.absolute() / "01_train" / "memory_bank.safetensors"
     assert run.report is not None and "image_auroc" in run.metrics["evaluate"]
 
 
@@ -95,13 +94,13 @@ def test_patchknn_inspector_is_loaded_once_and_the_threshold_needs_no_model(patc
     MODELS.clear()
     servable = find_servable(patchknn_run)
     tab = InspectTab(servable, ServeOptions(device="cpu"))
-    step_id = servable.detect_steps[0].id
+    step_id = servable.detect_steps[0].step.id
     good = carpet_images / "carpet" / "test" / "good" / "000.png"
     defect = next((carpet_images / "carpet" / "test").glob("[!g]*/000.png"))
 
     calls = []
-    analyse = inspectors.PatchKNNInspector.analyse
-    monkeypatch.setattr(inspectors.PatchKNNInspector, "analyse", lambda s, *a: calls.append(a) or analyse(s, *a))
+    predict = PatchKNNPredictor.predict
+    monkeypatch.setattr(PatchKNNPredictor, "predict", lambda s, *a: calls.append(a) or predict(s, *a))
     inspector = tab.inspector(step_id)
     low, high = inspector.score_range
     assert low <= inspector.threshold <= high and "f1_adaptive" in inspector.threshold_source
@@ -109,7 +108,7 @@ def test_patchknn_inspector_is_loaded_once_and_the_threshold_needs_no_model(patc
     state, heat, second, verdict, _ = tab.inspect(str(defect), step_id, inspector.threshold)
     state_good, *_ = tab.inspect(str(good), step_id, inspector.threshold)
     analysis = state["analysis"]
-    assert heat.shape == (448, 448, 3) and second.shape == (448, 448, 3)
+    assert heat.shape == (448, 448, 3) and second.label == "Input, as the model sees it"
     assert f"{analysis.score:.4f}" in verdict
     print(f"patch_knn scores: defect {analysis.score:.3f}, good {state_good['analysis'].score:.3f}")
 
@@ -118,13 +117,13 @@ def test_patchknn_inspector_is_loaded_once_and_the_threshold_needs_no_model(patc
     _, at = tab.redraw(state, analysis.score)
     assert 'data-verdict="normal"' in above and 'data-verdict="anomalous"' in at
     assert len(calls) == 2 and MODELS.loads == 1
-    assert get_inspector(servable.run, servable.detect_steps[0], "cpu") is inspector
+    assert get_predictor(servable.run, servable.detect_steps[0], "cpu") is inspector
 
 
 def test_batch_scores_a_folder_into_a_csv_that_follows_the_threshold(patchknn_run, carpet_images, tmp_path):
     servable = find_servable(patchknn_run)
     tab = InspectTab(servable, ServeOptions(device="cpu"))
-    step_id = servable.detect_steps[0].id
+    step_id = servable.detect_steps[0].step.id
     folder = [str(p) for p in (carpet_images / "carpet" / "test").rglob("*.png")]
     junk = write(tmp_path / "broken.png", b"garbage")
     state, table, csv_path, gallery, note = tab.batch([*folder, str(junk), str(tmp_path / "readme.txt")], step_id, 0.0)
@@ -148,13 +147,13 @@ def test_decodiff_run_shows_category_and_reconstruction(tmp_path, carpet_images)
     run_dir = run_recipe_dict(recipe(steps, category=["carpet", "bottle"], n_test=1), tmp_path / "run")
     servable = find_servable(run_dir)
     tab = InspectTab(servable, ServeOptions(device="cpu"))
-    inspector = tab.inspector(servable.detect_steps[0].id)
+    inspector = tab.inspector(servable.detect_steps[0].step.id)
     assert inspector.threshold_source.startswith("percentile_99_of_normal")
     image = Image.open(next((carpet_images / "carpet" / "test").glob("[!g]*/000.png")))
-    analysis = inspector.analyse([image], ["x.png"])[0]
+    analysis = inspector.predict([image], ["x.png"])[0]
     assert analysis.category in ("carpet", "bottle") and analysis.category_source.startswith("recognised")
     assert analysis.reconstruction.shape == analysis.image.shape == (32, 32, 3)
-    assert analysis.heatmap.shape == (32, 32) and analysis.score == pytest.approx(float(analysis.heatmap.max()))
+    assert analysis.anomaly_map.shape == (32, 32) and analysis.score == pytest.approx(float(analysis.anomaly_map.max()))
     card = __import__("defectkit_serve.render", fromlist=["verdict_card"]).verdict_card(analysis, 0.0, "anomaly score")
     assert f"category <b>{analysis.category}</b>" in card
 
@@ -170,7 +169,7 @@ def test_dinov3_run_shows_class_probabilities_and_mask(tmp_path):
     run_dir = run_recipe_dict(recipe(steps, n_train=2, n_test=1), tmp_path / "run")
     servable = find_servable(run_dir)
     tab = InspectTab(servable, ServeOptions(device="cpu"))
-    step_id = servable.detect_steps[0].id
+    step_id = servable.detect_steps[0].step.id
     picture = tmp_path / "steel.png"
     Image.fromarray((np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)).save(picture)
     state, heat, second, verdict, probabilities = tab.inspect(str(picture), step_id, 0.5)
@@ -178,7 +177,8 @@ def test_dinov3_run_shows_class_probabilities_and_mask(tmp_path):
     assert set(analysis.probabilities) == set(tab.inspector(step_id).loaded.classes)
     assert sum(analysis.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     assert analysis.mask.shape == (32, 32) and 0 <= analysis.score <= 1
-    assert f"class <b>{analysis.prediction}</b>" in verdict and probabilities.visible
+    assert f"class <b>{analysis.predicted_class}</b>" in verdict and probabilities.visible
+    assert second.label == "Predicted defect mask"
 
 
 def test_generate_tab_opens_the_session_once_and_passes_the_inputs(register_plugin, tmp_path):
@@ -267,7 +267,7 @@ def test_cli_listens_locally_without_a_share_link_unless_asked(patchknn_run, mon
 def test_a_second_detect_step_is_a_choice_with_its_own_threshold(patchknn_run):
     MODELS.clear()
     servable = find_servable(patchknn_run)
-    assert [s.id for s in servable.detect_steps] == ["detect", "detect_patchcore"]
+    assert [s.step.id for s in servable.detect_steps] == ["detect", "detect_patchcore"]
     tab = InspectTab(servable, ServeOptions(device="cpu"))
     first, second = tab.inspector("detect"), tab.inspector("detect_patchcore")
     assert first is not second and first.threshold != second.threshold
@@ -289,20 +289,20 @@ def test_the_page_is_built_before_the_detector_loads_and_its_load_event_brings_t
 
     MODELS.clear()
     release = threading.Event()
-    original = inspectors.PatchKNNInspector.__init__
+    original = PatchKNNPredictor.__init__
 
     def slow_load(self, *args, **kwargs):
         assert release.wait(timeout=60), "the test never let the model load"
         original(self, *args, **kwargs)
 
-    monkeypatch.setattr(inspectors.PatchKNNInspector, "__init__", slow_load)
+    monkeypatch.setattr(PatchKNNPredictor, "__init__", slow_load)
     servable = find_servable(patchknn_run)
     demo = build_app(servable, ServeOptions(device="cpu"))  # returns while the model is still held back
     assert MODELS.loads == 0
     release.set()
     tab = InspectTab(servable, ServeOptions(device="cpu"))
-    slider, ready, *_ = tab.first_load(servable.detect_steps[0].id)
-    inspector = tab.inspector(servable.detect_steps[0].id)
+    slider, ready, *_ = tab.first_load(servable.detect_steps[0].step.id)
+    inspector = tab.inspector(servable.detect_steps[0].step.id)
     assert ready is True and slider.value == pytest.approx(inspector.threshold, abs=1e-6)
     assert MODELS.loads == 1  # the background warm-up and the load event share one load
     demo.close()
@@ -326,7 +326,7 @@ def test_decodiff_sampling_controls_change_the_scores_and_come_back_to_the_runs(
     MODELS.clear()
     servable = find_servable(run)
     tab = InspectTab(servable, ServeOptions(device="cpu"))
-    step_id = servable.detect_steps[0].id
+    step_id = servable.detect_steps[0].step.id
     inspector = tab.inspector(step_id)
     assert inspector.sampling() == {"sample_steps": 5, "start_t": 5}  # no DoD gate trained: no fusion switch
     box, gated, steps, start = tab._sampling(inspector)
@@ -340,3 +340,49 @@ def test_decodiff_sampling_controls_change_the_scores_and_come_back_to_the_runs(
     assert again == pytest.approx(base)
     assert _sampling_options(True, 3, 4) == {"fusion": "gated", "sample_steps": 3, "start_t": 4}
     MODELS.clear()
+
+
+EXAMPLE_SRC = Path(__file__).resolve().parents[3] / "examples" / "defectkit-example" / "src"
+
+
+@pytest.fixture
+def example_run(register_plugin, defectkit_registry, monkeypatch, tiny_mvtec, tmp_path) -> Path:
+    """A finished run of the example package's pixel_zscore: a third-party detector serve knows nothing of."""
+    monkeypatch.syspath_prepend(str(EXAMPLE_SRC))
+    from defectkit_example import hooks
+
+    if "example" not in defectkit_registry.plugins:  # a source checkout: the example is not pip-installed
+        register_plugin(hooks, "example")
+    recipe = {
+        "version": 1,
+        "name": "example",
+        "data": {"format": "mvtec", "root": str(tiny_mvtec), "category": "carpet"},
+        "steps": [{"detect": {"use": "pixel_zscore", "with": {"size": 32}}}],
+    }
+    return run_recipe_dict(recipe, tmp_path / "run")
+
+
+def test_a_third_party_detector_is_served_and_its_verdict_follows_the_threshold(example_run, tiny_mvtec, monkeypatch):
+    from defectkit_example.predictor import PixelZScorePredictor
+
+    MODELS.clear()
+    servable = find_servable(example_run)
+    assert [(s.name, s.step.id) for s in servable.detect_steps] == [("pixel_zscore", "detect")]
+    calls = []
+    predict = PixelZScorePredictor.predict
+    monkeypatch.setattr(PixelZScorePredictor, "predict", lambda s, *a: calls.append(a) or predict(s, *a))
+    tab = InspectTab(servable, ServeOptions(device="cpu"))
+    predictor = tab.inspector("detect")
+    assert "on the run's test scores" in predictor.threshold_source
+    defect = next((tiny_mvtec / "carpet" / "test").glob("[!g]*/000.png"))
+    state, heat, second, verdict, probabilities = tab.inspect(str(defect), "detect", predictor.threshold)
+    record = state["analysis"]
+    assert heat.shape == (448, 448, 3) and record.anomaly_map.shape == (32, 32)
+    assert record.score == pytest.approx(float(record.anomaly_map.max())) and f"{record.score:.4f}" in verdict
+    assert probabilities.visible is False
+    _, above = tab.redraw(state, record.score + 1e-3)
+    _, at = tab.redraw(state, record.score)
+    heat_low, _ = tab.redraw(state, 0.0)
+    assert 'data-verdict="normal"' in above and 'data-verdict="anomalous"' in at
+    assert not np.array_equal(heat_low, heat), "the outlined region follows the threshold"
+    assert len(calls) == 1 and MODELS.loads == 1, "moving the threshold never predicts again"

@@ -10,7 +10,11 @@ from PIL import Image
 
 from defectkit.anomaly_maps import map_names, save_map, write_scores
 from defectkit.errors import DataError
+from defectkit.io import atomic_path
 from defectkit_example.config import PixelZScoreConfig
+
+#: the fitted per-pixel statistics, saved in the detect step's folder for the predictor
+STATS_FILE = "pixel_stats.npz"
 
 
 class PixelZScoreDetector:
@@ -20,8 +24,13 @@ class PixelZScoreDetector:
         self.config = config
 
     def _pixels(self, sample) -> np.ndarray:
-        size = (self.config.size, self.config.size)
-        return np.asarray(sample.load_image().resize(size, Image.BILINEAR), np.float32) / 255.0
+        return pixels(sample.load_image(), self.config.size)
+
+    def open_predictor(self, run_dir: str | Path, step_id: str, device: str = "auto"):
+        """Score new images with a finished detect step (``defectkit detect``, ``defectkit serve``)."""
+        from defectkit_example.predictor import PixelZScorePredictor
+
+        return PixelZScorePredictor(self.config, run_dir, step_id)
 
     def detect(self, ctx) -> None:
         good = [s for s in ctx.samples("train") if s.is_normal]
@@ -29,6 +38,8 @@ class PixelZScoreDetector:
             raise DataError(f"pixel_zscore needs at least 2 good training images, the dataset has {len(good)}")
         stack = np.stack([self._pixels(s) for s in ctx.progress(good, description="fitting")])
         mean, std = stack.mean(axis=0), stack.std(axis=0) + self.config.eps
+        with atomic_path(ctx.step_dir / STATS_FILE) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, mean=mean, std=std)  # what the predictor needs to score new images
 
         # the layout every detection metric reads: anomaly_maps/[category/]defect_type/stem.npy + scores.csv
         maps_dir = ctx.step_dir / "anomaly_maps"
@@ -36,7 +47,7 @@ class PixelZScoreDetector:
         names = map_names(test, "pixel_zscore")
         scores = []
         for name, sample in zip(names, ctx.progress(test, description="scoring"), strict=True):
-            anomaly_map = (np.abs(self._pixels(sample) - mean) / std).max(axis=2)
+            anomaly_map = zscore_map(self._pixels(sample), mean, std)
             save_map(maps_dir, name, anomaly_map)
             scores.append(float(anomaly_map.max()))
 
@@ -44,6 +55,16 @@ class PixelZScoreDetector:
         ctx.add_artifact("anomaly_maps", maps_dir)
         ctx.add_artifact("scores", ctx.step_dir / "scores.csv")
         ctx.log_metrics({"test_images": len(scores)})
+
+
+def pixels(image: Image.Image, size: int) -> np.ndarray:
+    """RGB in 0..1 at ``size`` x ``size``: ``float32 [S, S, 3]``."""
+    return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), np.float32) / 255.0
+
+
+def zscore_map(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """|z| of every pixel against the good images' statistics, maxed over the channels."""
+    return (np.abs(image - mean) / std).max(axis=2)
 
 
 def read_scores(path: str | Path) -> dict[str, float]:
