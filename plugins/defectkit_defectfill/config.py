@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from defectkit_finetune.config import AugmentConfig
+from defectkit_finetune.api import AugmentConfig
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from defectkit.components import code_option
