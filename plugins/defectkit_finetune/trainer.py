@@ -93,9 +93,11 @@ class FinetuneTrainer:
     # -- what subclasses provide ----------------------------------------------------------
 
     def attach(self, backbone: Backbone, classes: list[str]) -> None:
+        """Put this trainer's adapters (LoRA, token vectors) on ``backbone`` for the defect ``classes``."""
         raise NotImplementedError
 
     def parameter_groups(self, backbone: Backbone) -> list[dict]:
+        """The optimizer's parameter groups (``{"params": [...], "lr": ...}``) of what trains."""
         raise NotImplementedError
 
     def export_lora(self, backbone: Backbone) -> dict | None:
@@ -104,14 +106,17 @@ class FinetuneTrainer:
 
     @property
     def trains_text(self) -> bool:
+        """Whether anything in the text encoders trains (then prompts are encoded every step, not cached)."""
         return self.tokens is not None
 
     def extra_loss(self, backbone: Backbone):
+        """A term added to every micro-batch's loss (AdaLoRA's orthogonality penalty); 0 by default."""
         return 0.0
 
     # -- the loop -------------------------------------------------------------------------
 
     def train(self, ctx) -> None:
+        """The ``train`` step: load the backbone, attach the adapters, run :meth:`optimize`, write the ``adapter`` artifact."""
         config = self.config
         accelerator = ctx.accelerator
         device = accelerator.device
@@ -522,6 +527,7 @@ class FinetuneTrainer:
         }
 
     def class_prompt(self, defect: str) -> str:
+        """The prompt that names defect type ``defect`` (its token when one is learned) in generation."""
         token = self.tokens.tokens[defect] if self.tokens is not None else class_name(defect)
         return self.config.prompt_template.format(token=token, defect=class_name(defect), object_class="industrial")
 
