@@ -40,8 +40,8 @@ class Blip2Captioner(CaptionProvider):
             Blip2ForConditionalGeneration,
             Blip2Processor,
             self.config.model,
-            resolve_dtype(self.config.dtype, torch.device(device)),
-            torch.device(device),
+            resolve_dtype(self.config.dtype, device),
+            device,
         )
         # batches mix prompts of different lengths (one per class): pad on the left so every
         # row's last token is the one generation continues from
