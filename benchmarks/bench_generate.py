@@ -111,15 +111,17 @@ def main(argv: list[str] | None = None) -> None:
         compile=1,
         threads=0,
     )
-    from defectkit_diffusion.backends import SPECS, DiffusionBackend, resolve_device
+    from defectkit_diffusion.backends import SPECS, DiffusionBackend
     from defectkit_diffusion.config import BackendConfig, GenerateConfig
     from defectkit_diffusion.generate import Job, LoadedPipeline, StableDiffusionGenerator
     from defectkit_diffusion.schedulers import SPECS as SCHEDULERS
     from defectkit_diffusion.schedulers import NamedScheduler
 
+    from defectkit.devices import resolve_device
+
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, mps=True)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.batch)]
 

@@ -168,7 +168,7 @@ class Ours:
         self.trainer = cls(self.config)
         self.backbone = backbone_from_pipeline(components(arch), "sd15")
         self.trainer.attach(self.backbone, ["scratches"])
-        self.trainer._place(self.backbone, device, dtype)
+        self.trainer.place(self.backbone, device, dtype)
         pixels, prompts = batch_data(batch, size)
         images = ((pixels + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
         records = [

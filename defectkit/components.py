@@ -214,3 +214,31 @@ def resolve(import_string: str) -> Any:
     for part in attr_path.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def lazy_exports(module: str, sources: dict[str, str]):
+    """``(__getattr__, __dir__)`` for a module that re-exports names from others on first use (PEP 562).
+
+    A plugin's public ``api`` module lists ``{name: module it lives in}``; importing the api module then
+    imports nothing, and ``from my_plugin.api import Heavy`` imports only ``Heavy``'s module::
+
+        __all__ = ["Heavy", "light"]
+        __getattr__, __dir__ = lazy_exports(__name__, {"Heavy": "my_plugin.work", "light": "my_plugin.config"})
+
+    Each name is looked up once and then cached in the module; a name not in ``sources`` is an
+    ``AttributeError`` as for any module.
+    """
+    namespace = importlib.import_module(module).__dict__
+
+    def __getattr__(name: str) -> Any:
+        source = sources.get(name)
+        if source is None:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(source), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*namespace, *sources})
+
+    return __getattr__, __dir__

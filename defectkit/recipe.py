@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from defectkit.components import Component
 from defectkit.errors import RecipeError, RegistryError
 from defectkit.feasibility import check_feasible
+from defectkit.options import StrictOptions
 from defectkit.plugins import Registry
 
 SCHEMA_VERSION = 1
@@ -46,8 +47,8 @@ STEP_KINDS: dict[str, str | None] = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class _Strict(StrictOptions):
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class SplitSpec(_Strict):

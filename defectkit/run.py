@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from defectkit import __version__
 from defectkit import io as dkio
 from defectkit.data.sample import DefectDataset, Sample
+from defectkit.devices import resolve_device
 from defectkit.errors import DefectkitError, DiskFullError, PluginError, RunError
 from defectkit.extend import Extension, plan_extension
 from defectkit.libraries import LibraryOutput, seed_everything
@@ -290,13 +291,9 @@ class Run:
 
     @cached_property
     def device(self):
-        import torch
-
         if world_size() > 1:
             return self.accelerator.device
-        if self.recipe.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.recipe.device)
+        return resolve_device(self.recipe.device)
 
     @cached_property
     def dataset(self) -> DefectDataset:

@@ -42,3 +42,18 @@ class LossGuard:
                 f"{self.where}: the training loss has been {loss} for {self._bad} steps in a row (since step "
                 f"{self._since}); training cannot recover: lower the learning rate or check the data, then run again"
             )
+
+
+def warmup_cosine(warmup: int, total: int):
+    """A ``torch.optim.lr_scheduler.LambdaLR`` factor: linear warm-up over ``warmup`` steps, then cosine decay
+    to zero at step ``total`` (and zero after it)::
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup_steps, steps))
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return factor

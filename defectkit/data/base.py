@@ -15,6 +15,8 @@ from defectkit.pathsafe import is_inside, name_problem
 
 log = logging.getLogger("defectkit.data")
 
+#: the file suffixes (lower case) read as images wherever a folder of images is listed: datasets, mask
+#: folders, inference inputs, uploads
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from defectkit.options import StrictOptions
 
 OnError = Literal["raise", "warn"]
 
 
-class _Base(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class _Base(StrictOptions):
     on_error: OnError = Field(
         "raise",
         description="raise: stop at the first problem with the data; warn: skip bad samples and report counts",

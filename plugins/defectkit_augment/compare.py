@@ -82,7 +82,7 @@ class AugmentCompare:
     # -- one training -------------------------------------------------------------------
 
     def _fit_and_score(self, ctx, classes, images, labels, eval_images, eval_labels, seed: int, arm: str) -> dict:
-        from defectkit_metrics.classification import classification_metrics
+        from defectkit_metrics.api import classification_metrics
 
         c = self.config
         device = ctx.device

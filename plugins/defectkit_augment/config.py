@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from defectkit.options import StrictOptions
 
 
-class AugmentCompareConfig(BaseModel):
+class AugmentCompareConfig(StrictOptions):
     """Train the same classifier twice per seed, on real images and on real + generated ones."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model: Literal["small_cnn", "resnet18"] = Field(
         "small_cnn", description="small_cnn: four conv blocks (CPU-sized); resnet18: torchvision's, from scratch"

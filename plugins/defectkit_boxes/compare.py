@@ -27,10 +27,11 @@ from defectkit.data.sample import NORMAL, Box, Sample
 from defectkit.errors import DataError
 from defectkit.io import atomic_path, write_json
 from defectkit.stats import first_per_class, t_interval
+from defectkit.training import warmup_cosine
 from defectkit_boxes.config import BoxCompareConfig
 from defectkit_boxes.models import build_model
 from defectkit_boxes.records import box_classes
-from defectkit_boxes.train import BoxData, batch_inputs, map50_on, model_meta, warmup_cosine
+from defectkit_boxes.train import BoxData, batch_inputs, map50_on, model_meta
 
 ARMS = ("real", "augmented")
 

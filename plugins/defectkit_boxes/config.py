@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from defectkit.options import StrictOptions
 
 #: the CPU-sized architecture defectkit builds itself: torchvision's FCOS head on a small CNN
 SMALL_MODEL = "fcos_small"
 
 
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SmallBackboneConfig(_Options):
+class SmallBackboneConfig(StrictOptions):
     """The backbone of ``fcos_small``: conv stages halving the resolution, the last three feed the head."""
 
     channels: list[int] = Field(
@@ -24,7 +22,7 @@ class SmallBackboneConfig(_Options):
     head_convs: int = Field(2, ge=1, le=4, description="convolutions in each FCOS head branch (torchvision uses 4)")
 
 
-class DetectorOptions(_Options):
+class DetectorOptions(StrictOptions):
     """The torchvision detector and how it trains: shared by ``torchvision_boxes`` and ``box_compare``."""
 
     model: str = Field(
@@ -79,7 +77,7 @@ class BoxCompareConfig(DetectorOptions):
     )
 
 
-class BoxDetectConfig(_Options):
+class BoxDetectConfig(StrictOptions):
     """Run a trained box detector over a split and write one record per image."""
 
     split: str = Field("test", description="the images to detect on")
@@ -95,7 +93,7 @@ class BoxDetectConfig(_Options):
     overlay_threshold: float = Field(0.5, ge=0, le=1, description="boxes drawn on the overlays: at least this score")
 
 
-class BoxMapConfig(_Options):
+class BoxMapConfig(StrictOptions):
     """mAP and thresholded precision and recall of the box_predictions artifact."""
 
     split: str = Field("test", description="the split whose samples hold the ground-truth boxes")
@@ -103,7 +101,7 @@ class BoxMapConfig(_Options):
     iou_threshold: float = Field(0.5, gt=0, le=1, description="IoU a box needs with a ground-truth box to count")
 
 
-class DetectionAccuracyConfig(_Options):
+class DetectionAccuracyConfig(StrictOptions):
     """Does a detector trained on real images find the intended defect in each generated image?"""
 
     model: str | None = Field(
@@ -116,7 +114,7 @@ class DetectionAccuracyConfig(_Options):
     overlays: int = Field(8, ge=0, description="generated images drawn with their boxes for the report")
 
 
-class YoloTrainConfig(_Options):
+class YoloTrainConfig(StrictOptions):
     """Train an ultralytics YOLO detector (AGPL-3.0; ``pip install 'defectkit[yolo]'``) on the data's boxes."""
 
     model: str = Field(
@@ -146,7 +144,7 @@ class YoloTrainConfig(_Options):
     )
 
 
-class ClassificationAccuracyConfig(_Options):
+class ClassificationAccuracyConfig(StrictOptions):
     """A classifier trained on real images labels the generated ones: the share labelled as intended."""
 
     train_split: str = Field("train", description="real labelled images the classifier trains on")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 
 from defectkit.errors import DataError
+from defectkit.training import warmup_cosine
 from defectkit_boxes.config import SMALL_MODEL, BoxTrainConfig, DetectorOptions
 from defectkit_boxes.models import (
     FORMAT,
@@ -23,17 +23,6 @@ from defectkit_boxes.models import (
 from defectkit_boxes.records import box_classes, ground_truth
 
 CHECKPOINT_DIR = "checkpoint"
-
-
-def warmup_cosine(warmup: int, total: int):
-    """LambdaLR factor: linear warm-up, then cosine decay to zero at ``total``."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    return factor
 
 
 class BoxData:

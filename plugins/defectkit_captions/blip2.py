@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from defectkit.devices import resolve_device
 from defectkit_captions.base import CaptionProvider
 from defectkit_captions.config import Blip2CaptionConfig
-from defectkit_captions.hf import decode_new_tokens, default_device, load_pretrained, resolve_dtype
+from defectkit_captions.hf import decode_new_tokens, load_pretrained, resolve_dtype
 from defectkit_captions.templates import render, sample_fields
 
 if TYPE_CHECKING:
@@ -34,13 +35,13 @@ class Blip2Captioner(CaptionProvider):
         """``(model, processor)``, loaded on first access (on :attr:`device`, else CUDA when available)."""
         from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-        device = self.device or default_device()
+        device = resolve_device(self.device)
         model, processor = load_pretrained(
             Blip2ForConditionalGeneration,
             Blip2Processor,
             self.config.model,
-            resolve_dtype(self.config.dtype, torch.device(device)),
-            torch.device(device),
+            resolve_dtype(self.config.dtype, device),
+            device,
         )
         # batches mix prompts of different lengths (one per class): pad on the left so every
         # row's last token is the one generation continues from

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from defectkit.devices import resolve_device
 from defectkit.errors import DefectkitError
 from defectkit_captions.base import CaptionProvider
 from defectkit_captions.config import ClipModel, ClipRerankConfig
-from defectkit_captions.hf import default_device
 from defectkit_captions.keywords import class_candidates
 from defectkit_captions.templates import render, sample_fields
 
@@ -97,7 +97,7 @@ class ClipRerankCaptioner(CaptionProvider):
 
     @property
     def torch_device(self) -> torch.device:
-        return torch.device(self.device or default_device())
+        return resolve_device(self.device)
 
     @cached_property
     def models(self) -> list[LoadedClip]:

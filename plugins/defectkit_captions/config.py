@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from defectkit.options import StrictOptions
 from defectkit_captions.templates import CAPTION_FIELDS, INSTRUCTION_FIELDS, VARIANT_FIELDS, check_template
 from defectkit_captions.vocabulary import CLASS_KEYWORDS, CORPUS, PAPER_KEYWORDS
 
@@ -41,10 +42,8 @@ class KeywordLists(BaseModel):
     )
 
 
-class ClipModel(BaseModel):
+class ClipModel(StrictOptions):
     """One open_clip model (of the ``clip_rerank`` ensemble, or ranking prompt variants)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(
         "ViT-L-14-336",

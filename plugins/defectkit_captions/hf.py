@@ -10,10 +10,6 @@ import torch
 from defectkit.errors import DefectkitError
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """``auto`` is float16 on CUDA (half the memory of a 7B model, the precision these models ship in) and
     float32 on the CPU, where half precision is slow or unsupported."""

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from defectkit.devices import resolve_device
 from defectkit.errors import DefectkitError
 from defectkit_captions.base import CaptionProvider
 from defectkit_captions.config import LlavaCaptionConfig
-from defectkit_captions.hf import decode_new_tokens, default_device, load_pretrained, resolve_dtype
+from defectkit_captions.hf import decode_new_tokens, load_pretrained, resolve_dtype
 from defectkit_captions.templates import render, sample_fields
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class LlavaCaptioner(CaptionProvider):
         """``(model, processor)``, loaded on first access (on :attr:`device`, else CUDA when available)."""
         from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
-        device = torch.device(self.device or default_device())
+        device = resolve_device(self.device)
         model, processor = load_pretrained(
             LlavaForConditionalGeneration,
             LlavaProcessor,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from defectkit_finetune.config import AugmentConfig
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from defectkit_finetune.api import AugmentConfig
+from pydantic import Field, model_validator
 
 from defectkit.components import code_option
+from defectkit.options import StrictOptions
 
 Precision = Literal["auto", "no", "fp16", "bf16"]
 Optimizer = Literal["adamw", "adamw_fused", "adamw_8bit"]
@@ -15,12 +16,7 @@ Schedule = Literal["constant", "constant_with_warmup", "cosine", "onecycle"]
 INPAINTING_BACKENDS = ("sd2_inpainting", "sd15_inpainting", "sdxl_inpainting")
 
 
-class _Strict(BaseModel):
-    # a misspelt option is an error naming the key, never silently ignored
-    model_config = ConfigDict(extra="forbid")
-
-
-class DefectFillTrainConfig(_Strict):
+class DefectFillTrainConfig(StrictOptions):
     """DefectFill (Song et al., CVPR 2025): an inpainting model fine-tuned with LoRA and a learned defect token.
 
     The optimisation options have the meaning they have in the finetune trainers, whose loop this one runs.
@@ -163,7 +159,7 @@ class DefectFillTrainConfig(_Strict):
         return False
 
 
-class MaskConfig(_Strict):
+class MaskConfig(StrictOptions):
     """Where the masks of the defects to generate come from."""
 
     source: Literal["real", "random", "folder"] = Field(
@@ -186,7 +182,7 @@ class MaskConfig(_Strict):
         return self
 
 
-class DefectFillGenerateConfig(_Strict):
+class DefectFillGenerateConfig(StrictOptions):
     """Good image + mask -> defective image, with low-fidelity selection and exact pixels outside the mask."""
 
     adapter: str = Field(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from defectkit_diffusion.adapter import ADAPTER_FILE, Adapter, apply_adapter, read_adapter
+from defectkit_diffusion.api import ADAPTER_FILE, Adapter, apply_adapter, read_adapter
 from PIL import Image
 
 from defectkit.errors import DataError, DefectkitError
@@ -184,8 +184,7 @@ class DefectFillGenerator:
     # -- loading --------------------------------------------------------------------------
 
     def load(self, adapter_folder: Path, device: Any) -> Loaded:
-        from defectkit_diffusion.backends import resolve_device
-
+        from defectkit.devices import resolve_device
         from defectkit.plugins import get_registry
 
         config = self.config
@@ -193,7 +192,7 @@ class DefectFillGenerator:
         info = json.loads((Path(adapter_folder) / ADAPTER_FILE).read_text(encoding="utf-8"))
         backend_name = config.backend or info.get("backend") or "sd2_inpainting"
         model = config.model or info.get("base_model") or ""
-        target = resolve_device(config.device if config.device != "auto" else device)
+        target = resolve_device(config.device if config.device != "auto" else device, mps=True)
         options = {"model": model, "dtype": config.dtype, "device": str(target)}
         backend = get_registry().get("model_backend", backend_name).create(options)
         if not getattr(backend, "inpainting", False):
@@ -207,7 +206,7 @@ class DefectFillGenerator:
         return Loaded(pipe, backend, adapter, info, resolution, tokens=tokens)
 
     def selection_distance(self, device):
-        from defectkit_metrics.extractors import lpips_distance
+        from defectkit_metrics.api import lpips_distance
 
         return lpips_distance(self.config.selection_extractor, device)
 
@@ -409,7 +408,7 @@ class DefectFillGenerator:
 
     def open_session(self, run_dir: str | Path, step_id: str, device: Any = "auto") -> DefectFillSession:
         """Load the pipeline with the run's adapter once, for ``defectkit serve``'s inpainting tab."""
-        from defectkit_diffusion.generate import find_artifact_before, find_step_dir
+        from defectkit_diffusion.api import find_artifact_before, find_step_dir
 
         run_dir = Path(run_dir)
         step_dir = find_step_dir(run_dir, step_id)

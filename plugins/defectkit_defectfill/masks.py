@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from defectkit.data.base import IMAGE_SUFFIXES
 from defectkit.errors import DataError
-
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 def _bbox(mask: np.ndarray) -> np.ndarray:

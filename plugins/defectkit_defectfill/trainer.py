@@ -25,11 +25,21 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from defectkit_finetune.adapters import TokenEmbeddings
-from defectkit_finetune.data import BatchSource, class_name, load_records, select_samples
-from defectkit_finetune.models import Backbone, load_backbone
-from defectkit_finetune.optim import build_lr_scheduler, build_optimizer
-from defectkit_finetune.trainer import ADAPTER_DIR, Objective, TiLoraTrainer, TrainingState
+from defectkit_finetune.api import (
+    ADAPTER_DIR,
+    Backbone,
+    BatchSource,
+    Objective,
+    TiLoraTrainer,
+    TokenEmbeddings,
+    TrainingState,
+    build_lr_scheduler,
+    build_optimizer,
+    class_name,
+    load_backbone,
+    load_records,
+    select_samples,
+)
 
 from defectkit import io as dkio
 from defectkit.errors import DataError, DefectkitError
@@ -187,8 +197,8 @@ class DefectFillTrainer(TiLoraTrainer):
                 f"{where}: lambda_attention_consistency compares the [V*] attention across decoder resolutions, "
                 f"and this UNet has cross-attention at {levels} (set it to 0 for this model)"
             )
-        dtype = self._precision(accelerator, device)
-        self._place(backbone, device, dtype)
+        dtype = self.precision(accelerator, device)
+        self.place(backbone, device, dtype)
         store = attention.install(backbone.denoiser)
         source = BatchSource(records, config, accelerator.process_index, accelerator.num_processes)
         token_ids = self._token_ids(backbone)
@@ -235,7 +245,7 @@ class DefectFillTrainer(TiLoraTrainer):
         state = TrainingState(model, objective, optimizer, schedule, scaler, None, params, dtype, first, nonfinite)
         loss_value, nonfinite, seconds = self.optimize(ctx, state, micro_loss, after_step)
         folder = ctx.step_dir / ADAPTER_DIR
-        self._export(ctx, backbone, folder, classes)
+        self.export(ctx, backbone, folder, classes)
         if ctx.is_main_process:
             figures = self.run_metrics(ctx, backbone, state, len(records), len(classes), loss_value, nonfinite, seconds)
             figures["model"] = self.model_source
@@ -245,7 +255,7 @@ class DefectFillTrainer(TiLoraTrainer):
 
     def _perceptual_distance(self, device):
         """The frozen LPIPS distance of ``lambda_lpips`` (two ``[0, 1]`` batches -> one distance per pair)."""
-        from defectkit_metrics.extractors import lpips_distance
+        from defectkit_metrics.api import lpips_distance
 
         return lpips_distance(self.config.lpips_extractor, device)
 

@@ -26,6 +26,9 @@ ADAPTER_NAME = "defectkit"
 
 @dataclass
 class Adapter:
+    """An ``adapter`` folder as :func:`read_adapter` found it: its base family, the LoRA file (or ``None``)
+    and the learned token of each defect type."""
+
     folder: Path
     family: str
     lora: str | None

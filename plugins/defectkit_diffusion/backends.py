@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from defectkit.devices import resolve_device
 from defectkit.errors import DefectkitError
 from defectkit_diffusion.config import BackendConfig
 
@@ -61,19 +62,6 @@ SPECS: dict[str, BackendSpec] = {
         BackendSpec("sdxl_inpainting", "sdxl", True, "diffusers/stable-diffusion-xl-1.0-inpainting-0.1", "sdxl", 1024),
     )
 }
-
-
-def resolve_device(device: Any = None):
-    """``auto``/``None`` -> cuda, mps or cpu (what is there); anything else as given."""
-    import torch
-
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
 
 
 def resolve_dtype(name: str, device):
@@ -154,7 +142,7 @@ class DiffusionBackend:
 
     def device(self, device: Any = None):
         """The device the pipeline runs on: the argument, else the ``device`` option, else auto."""
-        return resolve_device(device if device not in (None, "auto") else self.config.device)
+        return resolve_device(device if device not in (None, "auto") else self.config.device, mps=True)
 
     def dtype(self, device: Any = None):
         return resolve_dtype(self.config.dtype, self.device(device))

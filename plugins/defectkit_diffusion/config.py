@@ -6,16 +6,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-
-class _Strict(BaseModel):
-    # a misspelt option is an error naming the key, never silently ignored
-    model_config = ConfigDict(extra="forbid")
-
+from defectkit.options import StrictOptions
 
 # -- model backends -------------------------------------------------------------------------------------------
 
 
-class BackendConfig(_Strict):
+class BackendConfig(StrictOptions):
     """A diffusers pipeline family: which weights, precision, device and memory options."""
 
     model: str = Field("", description="hub id or local diffusers folder; empty: the family's official hub id")
@@ -39,7 +35,7 @@ class BackendConfig(_Strict):
 # -- schedulers -----------------------------------------------------------------------------------------------
 
 
-class SchedulerConfig(_Strict):
+class SchedulerConfig(StrictOptions):
     """Options passed to ``XScheduler.from_config(pipe.scheduler.config, **options)`` (only those set)."""
 
     timestep_spacing: Literal["linspace", "leading", "trailing"] | None = Field(
@@ -82,7 +78,7 @@ class LCMConfig(SchedulerConfig):
 # -- ControlNet modalities ------------------------------------------------------------------------------------
 
 
-class ModalityConfig(_Strict):
+class ModalityConfig(StrictOptions):
     """A ControlNet modality: its preprocessor and, per backend family, its ControlNet weights."""
 
     controlnet: str | None = Field(
@@ -167,10 +163,10 @@ def _check_template(value: str) -> str:
     return value
 
 
-class ComponentRef(BaseModel):
+class ComponentRef(StrictOptions):
     """A nested component: ``{use: NAME, with: {...}}``."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
     use: str = Field(description="the component's name (see `defectkit plugins`)")
     with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="the component's options")
@@ -184,7 +180,7 @@ class ControlRef(ComponentRef):
     end: float = Field(1.0, ge=0.0, le=1.0, description="share of the steps after which it stops")
 
 
-class GenerateConfig(_Strict):
+class GenerateConfig(StrictOptions):
     """The ``stable_diffusion`` generator: N images per defect class (see docs/generation.md)."""
 
     backend: ComponentRef = Field(

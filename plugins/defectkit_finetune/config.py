@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
+
+from defectkit.options import StrictOptions
 
 Precision = Literal["auto", "no", "fp16", "bf16"]
 Optimizer = Literal["adamw", "adamw_fused", "adamw_8bit"]
 Schedule = Literal["constant", "constant_with_warmup", "cosine", "onecycle"]
 
 
-class AugmentConfig(BaseModel):
+class AugmentConfig(StrictOptions):
     """Augmentations suited to defects: small geometric moves, mild photometric changes.
 
     The defect mask gets exactly the same geometric transform as its image.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     hflip: float = Field(0.5, ge=0.0, le=1.0, description="probability of a horizontal flip")
     vflip: float = Field(0.0, ge=0.0, le=1.0, description="probability of a vertical flip")
@@ -38,11 +38,8 @@ class AugmentConfig(BaseModel):
         return any((self.hflip, self.vflip, self.rotate, self.translate, self.brightness, self.contrast))
 
 
-class FinetuneConfig(BaseModel):
+class FinetuneConfig(StrictOptions):
     """What every fine-tuning trainer shares: model, data, optimisation, checkpoints, validation."""
-
-    # a misspelt option is an error naming the key, never silently ignored
-    model_config = ConfigDict(extra="forbid")
 
     # -- the model --------------------------------------------------------------------
     backend: str = Field("sd15", description="model_backend component: sd15, sdxl or sd3 (see `defectkit plugins`)")

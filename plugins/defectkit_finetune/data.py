@@ -34,6 +34,7 @@ class Record:
 
 
 def class_name(defect: str) -> str:
+    """A defect type as words for a prompt (``rolled_in_scale`` -> ``rolled in scale``)."""
     return defect.replace("_", " ")
 
 

@@ -23,6 +23,9 @@ FAMILIES = ("sd15", "sdxl", "sd3")
 
 @dataclass
 class Backbone:
+    """A loaded diffusers pipeline taken apart for training: its denoiser, VAE, text encoders, tokenizers
+    and noise scheduler, with the conditioning and prediction calls of its ``family`` (sd15, sdxl, sd3)."""
+
     family: str
     pipeline: Any
     denoiser: torch.nn.Module

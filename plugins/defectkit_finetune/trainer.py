@@ -93,24 +93,30 @@ class FinetuneTrainer:
     # -- what subclasses provide ----------------------------------------------------------
 
     def attach(self, backbone: Backbone, classes: list[str]) -> None:
+        """Put this trainer's adapters (LoRA, token vectors) on ``backbone`` for the defect ``classes``."""
         raise NotImplementedError
 
     def parameter_groups(self, backbone: Backbone) -> list[dict]:
+        """The optimizer's parameter groups (``{"params": [...], "lr": ...}``) of what trains."""
         raise NotImplementedError
 
     def export_lora(self, backbone: Backbone) -> dict | None:
+        """The LoRA state dicts to save (``denoiser``, ``text_encoder``, ... and ``ranks``), or ``None``."""
         return None
 
     @property
     def trains_text(self) -> bool:
+        """Whether anything in the text encoders trains (then prompts are encoded every step, not cached)."""
         return self.tokens is not None
 
     def extra_loss(self, backbone: Backbone):
+        """A term added to every micro-batch's loss (AdaLoRA's orthogonality penalty); 0 by default."""
         return 0.0
 
     # -- the loop -------------------------------------------------------------------------
 
     def train(self, ctx) -> None:
+        """The ``train`` step: load the backbone, attach the adapters, run :meth:`optimize`, write the ``adapter`` artifact."""
         config = self.config
         accelerator = ctx.accelerator
         device = accelerator.device
@@ -125,8 +131,8 @@ class FinetuneTrainer:
         captions_path = ctx.artifact("captions", required=False) if config.captions == "auto" else None
         records = load_records(samples, config, tokens, read_captions(captions_path))
 
-        dtype = self._precision(accelerator, device)
-        self._place(backbone, device, dtype)
+        dtype = self.precision(accelerator, device)
+        self.place(backbone, device, dtype)
         source = BatchSource(records, config, accelerator.process_index, accelerator.num_processes)
         latents_cache = self._cache_latents(backbone, source, device) if config.latents_cached else None
         text_cache = None if self.trains_text else self._cache_text(backbone, records, device, dtype)
@@ -158,7 +164,7 @@ class FinetuneTrainer:
         if ema is not None:
             ema.copy_to(params)  # the averaged weights are the ones exported
         folder = ctx.step_dir / ADAPTER_DIR
-        self._export(ctx, backbone, folder, classes)
+        self.export(ctx, backbone, folder, classes)
         self._validate(ctx, backbone, classes, config.steps, None, params, final=True)
         if ctx.is_main_process:
             ctx.log_metrics(
@@ -246,7 +252,7 @@ class FinetuneTrainer:
                 ctx.log_scalar(f"{self.name}/lr", schedule.get_last_lr()[0], done)
                 ctx.log_scalar(f"{self.name}/nonfinite_steps", nonfinite, done)
             if done % config.checkpoint_every == 0 and done < config.steps:
-                self._save(ctx, manager, done, nonfinite, objective, optimizer, schedule, scaler, ema)
+                self.save(ctx, manager, done, nonfinite, objective, optimizer, schedule, scaler, ema)
             if after_step is not None:
                 after_step(done)
         return loss_value, nonfinite, time.perf_counter() - started
@@ -265,7 +271,9 @@ class FinetuneTrainer:
 
     # -- pieces of the loop -----------------------------------------------------------------
 
-    def _precision(self, accelerator, device) -> torch.dtype:
+    def precision(self, accelerator, device) -> torch.dtype:
+        """The training dtype of ``config.mixed_precision`` (``auto``: bf16 on a CUDA GPU that has it, else
+        Accelerate's setting); fp16 on the CPU is refused. An extension point for trainers built on this loop."""
         wanted = self.config.mixed_precision
         if wanted == "auto":
             if device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -276,8 +284,12 @@ class FinetuneTrainer:
             raise DefectkitError("mixed_precision: fp16 needs a GPU; use bf16 or no on the CPU")
         return DTYPES[wanted]
 
-    def _place(self, backbone: Backbone, device, dtype) -> None:
-        """Frozen weights in the training dtype on the device; trainable ones stay float32."""
+    def place(self, backbone: Backbone, device, dtype) -> None:
+        """Frozen weights in the training dtype on the device; trainable ones stay float32.
+
+        Also moves the token vectors and switches on gradient checkpointing when configured. An extension
+        point: call it after :meth:`attach` and before building the optimizer.
+        """
         from diffusers.training_utils import cast_training_params
 
         backbone.denoiser.to(device, dtype=dtype)
@@ -408,7 +420,9 @@ class FinetuneTrainer:
     def _trainable_state(self, objective) -> dict[str, torch.Tensor]:
         return {n: p.detach().cpu().contiguous() for n, p in objective.named_parameters() if p.requires_grad}
 
-    def _save(self, ctx, manager, step, nonfinite, objective, optimizer, schedule, scaler, ema) -> None:
+    def save(self, ctx, manager, step, nonfinite, objective, optimizer, schedule, scaler, ema) -> None:
+        """A checkpoint of step ``step`` (trainable weights, optimizer, schedule, scaler, EMA, every process's
+        RNG) through ``manager``; :meth:`optimize` calls it every ``checkpoint_every`` steps."""
         from accelerate.utils import gather_object
         from safetensors.torch import save_file
 
@@ -489,7 +503,9 @@ class FinetuneTrainer:
 
     # -- outputs --------------------------------------------------------------------------
 
-    def _export(self, ctx, backbone, folder, classes) -> None:
+    def export(self, ctx, backbone, folder, classes) -> None:
+        """Write the ``adapter`` folder (LoRA of :meth:`export_lora`, the token vectors, ``adapter.json`` of
+        :meth:`adapter_info`) on the main process, all processes waiting for it."""
         ctx.accelerator.wait_for_everyone()
         if ctx.is_main_process:
             lora = self.export_lora(backbone)
@@ -511,6 +527,7 @@ class FinetuneTrainer:
         }
 
     def class_prompt(self, defect: str) -> str:
+        """The prompt that names defect type ``defect`` (its token when one is learned) in generation."""
         token = self.tokens.tokens[defect] if self.tokens is not None else class_name(defect)
         return self.config.prompt_template.format(token=token, defect=class_name(defect), object_class="industrial")
 

@@ -32,14 +32,13 @@ def eval_maps(maps_dir: Path, gt_root: Path, scores_path: Path | None, fpr_limit
     image_auroc, image_ap, image_f1max, pixel_auroc, pixel_ap, pixel_f1max,
     pixel_aupro (integrated to --fpr-limit and divided by it).
     """
-    import torch
-
+    from defectkit.devices import resolve_device
     from defectkit_metrics.evaluate import evaluate_map_folder
     from defectkit_metrics.inputs import MissingInputError, mvtec_test_samples
 
     if not maps_dir.is_dir():
         raise MissingInputError(f"{maps_dir}: no such folder of anomaly maps")
     samples = mvtec_test_samples(gt_root)
-    target = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    target = resolve_device(device)
     figures = evaluate_map_folder(samples, maps_dir, scores_path, fpr_limit, target)
     click.echo(json.dumps(figures, indent=2))

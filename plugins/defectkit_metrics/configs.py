@@ -12,26 +12,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from defectkit.components import code_option
+from defectkit.options import StrictOptions
 
 #: extractor values with a colon that name a backbone, not code to import
 BACKBONE_PREFIXES = ("timm:", "torchvision:")
 
 
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DetectionConfig(_Options):
+class DetectionConfig(StrictOptions):
     """Options of the detection metrics (``detection`` and the single-figure ones)."""
 
     split: str = Field("test", description="the split whose samples hold the ground truth")
     fpr_limit: float = Field(0.3, gt=0.0, le=1.0, description="AUPRO integrates PRO up to this FPR and divides by it")
 
 
-class _GenerationOptions(_Options):
+class _GenerationOptions(StrictOptions):
     real_split: str = Field(
         "gen_eval",
         description="split of real images to compare with (gen_eval: the defective images the generator did not see)",
@@ -138,7 +135,7 @@ class InceptionScoreConfig(_GenerationOptions):
     splits: int = Field(10, ge=1, description="number of splits the score is averaged over")
 
 
-class ClassificationConfig(_Options):
+class ClassificationConfig(StrictOptions):
     """Options of the classification metrics."""
 
     classes: list[str] | None = Field(
@@ -147,7 +144,7 @@ class ClassificationConfig(_Options):
     figure: bool = Field(True, description="save the confusion matrix as a PNG and show it in the report")
 
 
-class SegmentationConfig(_Options):
+class SegmentationConfig(StrictOptions):
     """Options of the segmentation metrics (IoU, Dice)."""
 
     split: str = Field("test", description="the split whose samples hold the ground-truth masks")

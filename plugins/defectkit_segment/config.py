@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from defectkit.options import StrictOptions
 
 
-class SegmenterModelConfig(BaseModel):
+class SegmenterModelConfig(StrictOptions):
     """The model and its training: shared by the ``segmenter`` trainer and ``segment_compare``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     encoder: str = Field(
         "small",
@@ -53,19 +53,15 @@ class SegmenterConfig(SegmenterModelConfig):
     checkpoint_every: int = Field(100, ge=1, description="save a resumable checkpoint every this many steps")
 
 
-class SegmentDetectConfig(BaseModel):
+class SegmentDetectConfig(StrictOptions):
     """Write per-pixel defect probabilities of a trained segmenter in the eval-maps layout."""
-
-    model_config = ConfigDict(extra="forbid")
 
     split: str = Field("test", description="the images to write maps for")
     overlays: int = Field(6, ge=0, description="heat-map overlays drawn for the report")
 
 
-class CopyPasteConfig(BaseModel):
+class CopyPasteConfig(StrictOptions):
     """Cut real defects out by their masks and paste them into good images."""
-
-    model_config = ConfigDict(extra="forbid")
 
     images_per_class: int = Field(10, ge=1, description="pasted images per defect type")
     defect_split: str = Field("gen_train", description="real defective images (with masks) to cut the defects from")

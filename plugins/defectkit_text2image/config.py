@@ -4,20 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from defectkit.options import StrictOptions
 from defectkit.rundir import check_run_reference
 
 Prediction = Literal["epsilon", "sample", "v_prediction"]
 Sampler = Literal["ddim", "ddpm", "dpm"]
 
 
-class _Options(BaseModel):
-    # a misspelt option is an error naming the key, never silently ignored
-    model_config = ConfigDict(extra="forbid")
-
-
-class ModelConfig(_Options):
+class ModelConfig(StrictOptions):
     """The sizes of the pixel-space UNet and the CLIP text encoder, both trained from random weights."""
 
     channels: list[int] = Field(
@@ -59,7 +55,7 @@ class ModelConfig(_Options):
         return self
 
 
-class Text2ImageTrainConfig(_Options):
+class Text2ImageTrainConfig(StrictOptions):
     """Train a small text-conditional pixel-space diffusion model from scratch."""
 
     # -- data --------------------------------------------------------------------------
@@ -161,7 +157,7 @@ class Text2ImageTrainConfig(_Options):
         return self
 
 
-class Text2ImageGenerateConfig(_Options):
+class Text2ImageGenerateConfig(StrictOptions):
     """Generate N images per class from a model trained by ``text2image_scratch``."""
 
     model: str | None = Field(

@@ -26,7 +26,7 @@ def test_blend_is_bit_exact_outside_the_mask():
 
 
 def test_low_fidelity_selection_keeps_the_candidate_farthest_inside_the_mask():
-    from defectkit_metrics.extractors import lpips_distance
+    from defectkit_metrics.api import lpips_distance
 
     distance = lpips_distance(LPIPS_FACTORY, torch.device("cpu"))
     rng = np.random.default_rng(1)

@@ -178,7 +178,7 @@ def test_predicted_clean_latents_invert_the_forward_process(kind):
 
 
 def test_perceptual_loss_sees_only_the_defect_region_weighted_by_the_signal_share():
-    from defectkit_metrics.extractors import FeatureLPIPS
+    from defectkit_metrics.api import FeatureLPIPS
 
     from defectkit_defectfill.tiny import tiny_lpips_features
 

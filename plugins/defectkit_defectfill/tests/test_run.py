@@ -80,7 +80,7 @@ def test_train_then_generate_end_to_end(registered, tmp_path, monkeypatch):
     assert events and any(b"attention" in e.read_bytes() for e in events)  # the maps went to TensorBoard
 
     # the adapter: the finetune format (LoRA + one token per type), loadable by apply_adapter
-    from defectkit_diffusion.adapter import apply_adapter, read_adapter
+    from defectkit_diffusion.api import apply_adapter, read_adapter
     from diffusers import StableDiffusionInpaintPipeline
 
     adapter = read_adapter(run / "01_train" / "adapter")
@@ -134,7 +134,7 @@ def test_sdxl_inpainting_backend_and_saved_attention_maps(registered, tmp_path, 
     options = {"backend": "sdxl_inpainting", "steps": 2, "attention_branch": "object", "max_boxes": 3}
     generate = {"mask": {"source": "random", "dilate": 1}, "save_attention": True}
     run = run_recipe_dict(recipe(train=options, generate=generate), tmp_path / "run")
-    from defectkit_diffusion.adapter import read_adapter
+    from defectkit_diffusion.api import read_adapter
 
     assert read_adapter(run / "01_train" / "adapter").family == "sdxl"
     assert json.loads((run / "metrics.json").read_text())["generate"]["generated_images"] == 3
@@ -189,14 +189,14 @@ def test_attention_consistency_needs_two_decoder_resolutions(registered, tmp_pat
 
 
 def test_resume_equals_uninterrupted(registered, tmp_path, monkeypatch):
-    from defectkit_finetune.trainer import FinetuneTrainer
+    from defectkit_finetune.api import FinetuneTrainer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     options = {"grad_accumulation": 2, "dropout": 0.1, "augment": {"hflip": 0.5, "cutmix": 0.5}}
     data = recipe(train=options, with_generate=False)
     straight = run_recipe_dict(data, tmp_path / "straight")
 
-    original = FinetuneTrainer._save
+    original = FinetuneTrainer.save
     saved = []
 
     def save_then_interrupt(self, ctx, manager, step, *args):
@@ -204,10 +204,10 @@ def test_resume_equals_uninterrupted(registered, tmp_path, monkeypatch):
         saved.append(step)
         raise KeyboardInterrupt  # Ctrl-C right after the checkpoint of step 2
 
-    monkeypatch.setattr(FinetuneTrainer, "_save", save_then_interrupt)
+    monkeypatch.setattr(FinetuneTrainer, "save", save_then_interrupt)
     with pytest.raises(RunInterrupted):
         run_recipe_dict(data, tmp_path / "resumed")
-    monkeypatch.setattr(FinetuneTrainer, "_save", original)
+    monkeypatch.setattr(FinetuneTrainer, "save", original)
     assert saved == [2]
 
     resumed = run_recipe(validate_recipe(data, get_registry()), out=tmp_path / "resumed", resume=True)

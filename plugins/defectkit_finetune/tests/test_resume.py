@@ -37,7 +37,7 @@ def test_resume_equals_uninterrupted(registered, tiny_pipelines, tmp_path, monke
     data = recipe(trainer, options)
     straight = run_recipe_dict(data, tmp_path / "straight")
 
-    original = FinetuneTrainer._save
+    original = FinetuneTrainer.save
     saved = []
 
     def save_then_interrupt(self, ctx, manager, step, *args):
@@ -45,10 +45,10 @@ def test_resume_equals_uninterrupted(registered, tiny_pipelines, tmp_path, monke
         saved.append(step)
         raise KeyboardInterrupt  # Ctrl-C right after the checkpoint of step 2
 
-    monkeypatch.setattr(FinetuneTrainer, "_save", save_then_interrupt)
+    monkeypatch.setattr(FinetuneTrainer, "save", save_then_interrupt)
     with pytest.raises(RunInterrupted):
         run_recipe_dict(data, tmp_path / "resumed")
-    monkeypatch.setattr(FinetuneTrainer, "_save", original)
+    monkeypatch.setattr(FinetuneTrainer, "save", original)
     assert saved == [2]
 
     resumed = run_recipe(validate_recipe(data, get_registry()), out=tmp_path / "resumed", resume=True)

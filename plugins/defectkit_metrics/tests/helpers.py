@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
-from torch import nn
 
 from defectkit.components import Component
 from defectkit.data.sample import NORMAL
@@ -76,36 +75,7 @@ def write_maps(category: Path, maps_dir: Path, seed: int = 1, size: int | None =
     return out
 
 
-# -- tiny models (offline stand-ins for the standard extractors) -----------------------------
-
-
-def tiny_features() -> nn.Module:
-    """Images (N, 3, H, W) in [0, 1] -> (N, 8) features."""
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-
-
-class _Pyramid(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Conv2d(3, 4, 3, padding=1)
-        self.b = nn.Conv2d(4, 8, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        first = torch.relu(self.a(x))
-        return [first, torch.relu(self.b(first))]
-
-
-def tiny_pyramid() -> nn.Module:
-    """Images -> two feature maps, for LPIPS with a custom backbone."""
-    torch.manual_seed(0)
-    return _Pyramid()
-
-
-def tiny_classifier() -> nn.Module:
-    """Images -> logits over 5 classes, for the Inception Score."""
-    torch.manual_seed(0)
-    return nn.Sequential(tiny_features(), nn.Linear(8, 5))
+# -- tiny models (offline stand-ins for the standard extractors; the image ones are in defectkit_metrics.tiny) --
 
 
 def tiny_clip():

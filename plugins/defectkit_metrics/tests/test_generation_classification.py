@@ -7,13 +7,13 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from defectkit_metrics import generation
+from defectkit_metrics import generation, tiny
 from defectkit_metrics.classification import classification_metrics, segmentation_metrics
 from defectkit_metrics.detection import UndefinedMetricError
 from defectkit_metrics.extractors import ExtractorError, feature_extractor, lpips_distance
-from defectkit_metrics.tests import helpers
 
 CPU = torch.device("cpu")
+T = tiny.__name__
 
 
 def images(seed: int, n: int = 6, size: int = 32) -> torch.Tensor:
@@ -22,18 +22,18 @@ def images(seed: int, n: int = 6, size: int = 32) -> torch.Tensor:
 
 def test_fid_of_a_set_with_itself_is_zero_and_grows_with_difference():
     real = images(0, n=16)
-    same = generation.fid(real, real, f"{helpers.__name__}:tiny_features", CPU)
-    other = generation.fid(real, (real // 4), f"{helpers.__name__}:tiny_features", CPU)
+    same = generation.fid(real, real, f"{T}:tiny_features", CPU)
+    other = generation.fid(real, (real // 4), f"{T}:tiny_features", CPU)
     assert same["fid"] == pytest.approx(0.0, abs=1e-3)
     assert other["fid"] > 0.01
-    assert same["fid_extractor"] == f"{helpers.__name__}:tiny_features"
+    assert same["fid_extractor"] == f"{T}:tiny_features"
 
 
 def test_kid_adapts_subset_size_to_small_sets():
-    result = generation.kid(images(0, n=5), images(1, n=7), f"{helpers.__name__}:tiny_features", CPU, subsets=3)
+    result = generation.kid(images(0, n=5), images(1, n=7), f"{T}:tiny_features", CPU, subsets=3)
     assert result["kid_subset_size"] == 5.0
     with pytest.raises(UndefinedMetricError, match="at least 2 real"):
-        generation.kid(images(0, n=1), images(1, n=7), f"{helpers.__name__}:tiny_features", CPU)
+        generation.kid(images(0, n=1), images(1, n=7), f"{T}:tiny_features", CPU)
 
 
 def test_unknown_extractor_and_missing_inception_are_clear_errors():
@@ -91,7 +91,7 @@ def test_ic_lpips_by_hand_with_a_known_distance():
 
 
 def test_custom_lpips_is_zero_for_identical_images_and_symmetric():
-    distance = lpips_distance(f"{helpers.__name__}:tiny_pyramid", CPU)
+    distance = lpips_distance(f"{T}:tiny_pyramid", CPU)
     a, b = images(4, n=2).float() / 255, images(5, n=2).float() / 255
     assert torch.allclose(distance(a, a), torch.zeros(2), atol=1e-6)
     assert torch.allclose(distance(a, b), distance(b, a), atol=1e-6)

@@ -15,6 +15,7 @@ from defectkit_metrics.inputs import mvtec_test_samples
 from defectkit_metrics.tests import helpers
 
 H = helpers.__name__
+T = "defectkit_metrics.tiny"
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def test_detection_classification_segmentation_in_a_recipe(tiny, tmp_path):
 
 
 def test_generation_metrics_in_a_recipe_with_models_built_in_the_test(tiny, tmp_path):
-    features, pyramid = f"{H}:tiny_features", f"{H}:tiny_pyramid"
+    features, pyramid = f"{T}:tiny_features", f"{T}:tiny_pyramid"
     options = {"image_size": 32, "batch_size": 8}
     steps = [
         {"generate": {"use": "tiny_generator"}},
@@ -78,7 +79,7 @@ def test_generation_metrics_in_a_recipe_with_models_built_in_the_test(tiny, tmp_
                     "ssim": options,
                     "edge_ssim": {**options, "edges": "canny"},
                     "lbp": options,
-                    "inception_score": {**options, "extractor": f"{H}:tiny_classifier", "splits": 2},
+                    "inception_score": {**options, "extractor": f"{T}:tiny_classifier", "splits": 2},
                 },
             }
         },
@@ -89,7 +90,7 @@ def test_generation_metrics_in_a_recipe_with_models_built_in_the_test(tiny, tmp_
     assert figures["fid_extractor"] == features and figures["kid_extractor"] == features
     assert figures["lpips_extractor"] == pyramid and figures["ic_lpips_extractor"] == pyramid
     assert figures["clip_score_model"] == f"{H}:tiny_clip"
-    assert figures["inception_score_extractor"] == f"{H}:tiny_classifier"
+    assert figures["inception_score_extractor"] == f"{T}:tiny_classifier"
     # gen_eval holds 3 real images per type: KID's subset size drops from 1000 to 3 x 2 types
     assert figures["kid_subset_size"] == 6.0
     assert {"fid/scratch", "fid/dent"} <= set(figures)

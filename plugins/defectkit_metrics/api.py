@@ -1,0 +1,34 @@
+"""The metrics plugin's stable public API for other plugins.
+
+A plugin that scores its own results with the metrics' code (a classifier's figures, an LPIPS distance
+inside a loss or a selection) imports from here and nothing else of ``defectkit_metrics`` except the
+offline stand-in networks of :mod:`defectkit_metrics.tiny`; ``tests/test_plugin_boundaries.py``
+enforces it. Importing this module imports neither torch nor the modules below: each name is imported
+on first use.
+
+What it exports:
+
+* :func:`classification_metrics`: accuracy, macro and per-class precision/recall/F1, the confusion matrix;
+* :func:`lpips_distance`: an LPIPS distance function from an extractor name or import string;
+* :class:`FeatureLPIPS`: LPIPS on any feature pyramid.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from defectkit.components import lazy_exports
+
+if TYPE_CHECKING:
+    from defectkit_metrics.classification import classification_metrics
+    from defectkit_metrics.extractors import FeatureLPIPS, lpips_distance
+
+_SOURCES = {
+    "classification_metrics": "defectkit_metrics.classification",
+    "FeatureLPIPS": "defectkit_metrics.extractors",
+    "lpips_distance": "defectkit_metrics.extractors",
+}
+
+__all__ = ["FeatureLPIPS", "classification_metrics", "lpips_distance"]
+
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES)
