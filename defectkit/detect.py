@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from defectkit.data.base import IMAGE_SUFFIXES
+from defectkit.devices import resolve_device
 from defectkit.errors import DataError, DefectkitError
 from defectkit.protocols import InteractiveDetector, Prediction, Predictor, heat_range, is_anomalous
 from defectkit.rundir import RunDirectory, StepRecord
@@ -31,8 +33,6 @@ from defectkit.rundir import RunDirectory, StepRecord
 if TYPE_CHECKING:
     import torch
 
-#: image files a folder is searched for
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: images per ``predict`` call
 BATCH = 8
 
@@ -41,12 +41,8 @@ BATCH = 8
 
 
 def torch_device(name: str | Any = "auto") -> torch.device:
-    """``auto``: CUDA where there is one, else the CPU; otherwise ``torch.device(name)``."""
-    import torch
-
-    if isinstance(name, str) and name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``auto``: CUDA where there is one, else the CPU; otherwise ``torch.device(name)`` (:func:`resolve_device`)."""
+    return resolve_device(name)
 
 
 def step_scores(step_dir: Path) -> tuple[list[int], list[float]]:

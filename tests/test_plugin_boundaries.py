@@ -35,22 +35,9 @@ SERVE = "defectkit_serve"
 
 #: (file relative to the repository, imported module) -> why it is allowed for now
 ALLOWANCE: dict[tuple[str, str], str] = {
-    # serve builds its detector inspectors from the detector plugins' modules; the predictors are being
-    # moved into their plugins (found through the registry), after which these go
-    **{
-        ("plugins/defectkit_serve/inspectors.py", module): "serve -> detector plugin, being removed"
-        for module in (
-            "defectkit_decodiff.detector",
-            "defectkit_decodiff.infer",
-            "defectkit_decodiff.model",
-            "defectkit_dinov3.checkpoint",
-            "defectkit_dinov3.config",
-            "defectkit_dinov3.predict",
-            "defectkit_patchknn.config",
-            "defectkit_patchknn.detector",
-            "defectkit_patchknn.model",
-        )
-    },
+    # serve's tests count and slow down a real predictor's calls (the Inspect path must not re-run the model)
+    ("plugins/defectkit_serve/tests/test_load.py", "defectkit_patchknn.predictor"): "test spy on a real predictor",
+    ("plugins/defectkit_serve/tests/test_serve.py", "defectkit_patchknn.predictor"): "test spy on a real predictor",
     # serve's tests train a tiny decodiff and dinov3 run with those plugins' test recipes and options
     ("plugins/defectkit_serve/tests/test_serve.py", "defectkit_decodiff.tests.test_recipe"): "test fixtures",
     ("plugins/defectkit_serve/tests/test_serve.py", "defectkit_dinov3.tests.test_recipe"): "test fixtures",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from defectkit.options import StrictOptions
 from defectkit.rundir import check_run_reference
 
 ModelSize = Literal["XS", "S", "M", "L", "XL"]
@@ -20,11 +21,8 @@ MODEL_SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 
-class DecoDiffModelConfig(BaseModel):
+class DecoDiffModelConfig(StrictOptions):
     """What the UNet, the latent space and the preprocessing look like (stored with the checkpoint)."""
-
-    # a misspelt option is an error naming the key, never silently ignored
-    model_config = ConfigDict(extra="forbid")
 
     latent: Literal["vae", "pixel"] = Field(
         "vae",
@@ -130,10 +128,8 @@ class DecoDiffTrainConfig(DecoDiffModelConfig):
     classifier_steps: int = Field(300, ge=1, description="optimizer steps of the category classifier")
 
 
-class DecoDiffDetectConfig(BaseModel):
+class DecoDiffDetectConfig(StrictOptions):
     """Sampling, post-processing and fusion of the anomaly maps."""
-
-    model_config = ConfigDict(extra="forbid")
 
     sample_steps: int = Field(5, ge=1, description="DDIM deviation-correction steps")
     start_t: int = Field(5, ge=1, description="timestep the correction starts from (from the clean latent)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 
 import torch
@@ -12,7 +11,7 @@ import torch.nn.functional as F
 from defectkit.errors import DataError
 from defectkit.io import read_json, write_json
 from defectkit.tensorfile import load_tensors
-from defectkit.training import LossGuard
+from defectkit.training import LossGuard, warmup_cosine
 from defectkit_decodiff.config import DecoDiffModelConfig, DecoDiffTrainConfig
 from defectkit_decodiff.diffusion import corrupt, cosine_alphas_cumprod, patch_masks
 from defectkit_decodiff.model import (
@@ -35,18 +34,6 @@ BEST_FILE = "best.json"  # beside it: its step and validation figures (a resumed
 def category_of(sample) -> str:
     """The class a sample conditions the UNet on (formats without categories share one class)."""
     return sample.object_class or "default"
-
-
-def warmup_cosine(warmup: int, total: int):
-    """LambdaLR factor: linear warm-up, then cosine decay to zero at ``total``."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
 
 
 def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:

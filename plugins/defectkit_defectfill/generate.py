@@ -408,14 +408,14 @@ class DefectFillGenerator:
 
     def open_session(self, run_dir: str | Path, step_id: str, device: Any = "auto") -> DefectFillSession:
         """Load the pipeline with the run's adapter once, for ``defectkit serve``'s inpainting tab."""
-        from defectkit_diffusion.api import find_artifact_before, find_step_dir
+        from defectkit.rundir import RunDirectory
 
-        run_dir = Path(run_dir)
-        step_dir = find_step_dir(run_dir, step_id)
+        run = RunDirectory(run_dir)
+        step = run.find_step(step_id)
         if self.config.adapter == "auto":
-            folder = find_artifact_before(run_dir, step_dir, "adapter")
+            folder = run.artifact_before(step, "adapter")  # as the step read it: its inputs:, else the latest
             if folder is None:
-                raise DefectkitError(f"{run_dir}: no finished step before {step_dir.name} wrote an adapter")
+                raise DefectkitError(f"{run.path}: no finished step before {step.dirname} wrote an adapter")
         else:
             folder = Path(self.config.adapter).expanduser()
         loaded = self.load(folder, device)

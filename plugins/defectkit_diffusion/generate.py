@@ -24,7 +24,7 @@ from PIL import Image
 
 from defectkit.errors import DataError, DefectkitError
 from defectkit.generated import GeneratedWriter, read_metadata
-from defectkit.io import atomic_path, read_json
+from defectkit.io import atomic_path
 from defectkit_diffusion.adapter import Adapter, apply_adapter, read_adapter
 from defectkit_diffusion.cfg_rescale import cfg_rescale_hook
 from defectkit_diffusion.config import GenerateConfig
@@ -392,11 +392,14 @@ class StableDiffusionGenerator:
 
     def open_session(self, run_dir: str | Path, step_id: str, device: Any = "auto") -> GenerationSession:
         """Load the pipeline (with the run's adapter) once, for interactive generation (see docs/generation.md)."""
-        run_dir = Path(run_dir)
-        step_dir = find_step_dir(run_dir, step_id)
+        from defectkit.rundir import RunDirectory
+
+        run = RunDirectory(run_dir)
+        step = run.find_step(step_id)
+        step_dir = run.path / step.dirname
         adapter = None
         if self.config.adapter == "auto":
-            found = find_artifact_before(run_dir, step_dir, "adapter")
+            found = run.artifact_before(step, "adapter")  # as the step read it: its inputs:, else the latest
             adapter = read_adapter(found) if found is not None else None
         elif self.config.adapter != "off":
             adapter = read_adapter(Path(self.config.adapter).expanduser())
@@ -504,24 +507,3 @@ def _distributed() -> bool:
     from defectkit.run import world_size
 
     return world_size() > 1
-
-
-def find_step_dir(run_dir: Path, step_id: str) -> Path:
-    """The folder of step ``step_id`` (``03_generate`` for ``generate``) in ``run_dir``."""
-    for folder in sorted(p for p in run_dir.iterdir() if p.is_dir()):
-        if folder.name.partition("_")[2] == step_id or folder.name == step_id:
-            return folder
-    raise DefectkitError(f"{run_dir}: no step {step_id!r} in this run")
-
-
-def find_artifact_before(run_dir: Path, step_dir: Path, name: str) -> Path | None:
-    """The latest finished step before ``step_dir`` whose manifest declares artifact ``name``."""
-    found = None
-    for folder in sorted(p for p in run_dir.iterdir() if p.is_dir()):
-        if folder.name >= step_dir.name:
-            break
-        manifest = read_json(folder / "manifest.json") or {}
-        rel = manifest.get("artifacts", {}).get(name) if manifest.get("status") == "done" else None
-        if rel:
-            found = run_dir / rel
-    return found

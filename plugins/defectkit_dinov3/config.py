@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from defectkit.options import StrictOptions
 
 DINOV3_SMALL = "facebook/dinov3-vits16-pretrain-lvd1689m"
 DINOV2_SMALL = "facebook/dinov2-small"
 
 
-class _Options(BaseModel):
-    # a misspelt option is an error naming the key, never silently ignored
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class _Options(StrictOptions):
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class _HFBackboneConfig(_Options):

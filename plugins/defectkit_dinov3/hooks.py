@@ -5,7 +5,6 @@ from __future__ import annotations
 from defectkit import Component, Consumes, hookimpl
 
 
-
 @hookimpl
 def defectkit_model_backends() -> list[Component]:
     return [

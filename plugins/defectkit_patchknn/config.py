@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from defectkit.options import StrictOptions
 
 #: torchvision ResNet-family builders with layer1..layer4 (checked against torchvision when the step runs)
 BACKBONE_PATTERN = r"^(resnet\d+|wide_resnet\d+_\d+|resnext\d+_\d+x\d+d)$"
@@ -12,11 +14,8 @@ BACKBONE_PATTERN = r"^(resnet\d+|wide_resnet\d+_\d+|resnext\d+_\d+x\d+d)$"
 Layer = Literal["layer1", "layer2", "layer3", "layer4"]
 
 
-class PatchKNNTrainConfig(BaseModel):
+class PatchKNNTrainConfig(StrictOptions):
     """How patch features are extracted and how the memory bank is subsampled."""
-
-    # a misspelt option is an error naming the key, never silently ignored
-    model_config = ConfigDict(extra="forbid")
 
     backbone: str = Field(
         "resnet18",

@@ -12,10 +12,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from defectkit.data.base import IMAGE_SUFFIXES  # noqa: F401  (app.py reads it from here)
 from defectkit.data.pixels import decode_image
 from defectkit.errors import DataError, DefectkitError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class UploadError(DefectkitError):
