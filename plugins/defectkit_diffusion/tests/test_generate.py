@@ -158,6 +158,7 @@ def test_sdxl_adapter_and_session(registered, tiny_models, tmp_path):
     )
     run_dir = tmp_path / "run"
     (run_dir / "01_generate").mkdir(parents=True)
+    (run_dir / "recipe.resolved.yaml").write_text("version: 1\nname: t\nsteps: []\n")  # what marks a run folder
     session = generator.open_session(run_dir, "generate", "cpu")
     assert session.labels == ["patches", "scratches"]
     image = session.generate("scratches", seed=1)
@@ -175,6 +176,7 @@ def test_session_finds_the_runs_adapter_through_the_manifests(registered, tiny_m
     manifest = {"id": "dora", "status": "done", "artifacts": {"adapter": "01_dora/adapter"}}
     (run_dir / "01_dora" / "manifest.json").write_text(json.dumps(manifest))
     (run_dir / "02_generate").mkdir()
+    (run_dir / "recipe.resolved.yaml").write_text("version: 1\nname: t\nsteps: []\n")  # what marks a run folder
     options = {"backend": {"use": "sd15", "with": {"model": str(tiny_models["sd15"]), "dtype": "fp32"}}}
     generator = registered.get("generator", "stable_diffusion").create(
         {**options, "width": 32, "height": 32, "steps": 2}
