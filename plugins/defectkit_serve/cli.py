@@ -33,7 +33,7 @@ def serve_command(run_dir: Path, host: str, port: int | None, share: bool, devic
     except ImportError:
         from defectkit.errors import DefectkitError
 
-        raise DefectkitError("defectkit serve needs gradio: pip install 'gradio>=6.31'") from None
+        raise DefectkitError("defectkit serve needs the web UI's extra (gradio): pip install 'defectkit[serve]'") from None
     from defectkit_serve.app import ServeOptions, build_app, find_servable, launch
     from defectkit_serve.uploads import UploadLimits
 
