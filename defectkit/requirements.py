@@ -19,28 +19,37 @@ from packaging.utils import canonicalize_name
 
 
 @functools.cache
-def extra_requirements(distribution: str, extra: str) -> tuple[str, ...]:
-    """The requirement strings of ``distribution[extra]`` (markers dropped), other extras followed; () if unknown."""
+def _declared(distribution: str) -> tuple[Requirement, ...]:
+    """``distribution``'s ``Requires-Dist`` lines, parsed once per process (every extra filters the same list)."""
     try:
-        declared = metadata.requires(distribution) or []
+        lines = metadata.requires(distribution) or []
     except metadata.PackageNotFoundError:
         return ()
-    own = canonicalize_name(distribution)
-    found: list[str] = []
-    for line in declared:
+    parsed = []
+    for line in lines:
         try:
-            requirement = Requirement(line)
+            parsed.append(Requirement(line))
         except InvalidRequirement:
             continue
+    return tuple(parsed)
+
+
+@functools.cache
+def extra_requirements(distribution: str, extra: str) -> tuple[str, ...]:
+    """The requirement strings of ``distribution[extra]`` (markers dropped), other extras followed; () if unknown."""
+    own = canonicalize_name(distribution)
+    found: list[str] = []
+    for requirement in _declared(distribution):
         if requirement.marker is None or not requirement.marker.evaluate({"extra": extra}):
             continue  # a core dependency, or another extra's
         if canonicalize_name(requirement.name) == own:
             for inner in sorted(requirement.extras):
                 found += [r for r in extra_requirements(distribution, inner) if r not in found]
             continue
-        requirement.marker = None
-        if str(requirement) not in found:
-            found.append(str(requirement))
+        plain = Requirement(str(requirement))
+        plain.marker = None
+        if str(plain) not in found:
+            found.append(str(plain))
     return tuple(found)
 
 
@@ -62,14 +71,23 @@ def known_extras(distribution: str) -> tuple[str, ...]:
         return ()
 
 
+@functools.cache
+def installed_version(name: str) -> str | None:
+    """The installed version of distribution ``name`` (``None``: not installed); read once per process, as
+    ``defectkit plugins`` asks about the same few packages for every component."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def unmet(requirements: tuple[str, ...] | list[str]) -> list[str]:
     """The requirements not satisfied by what is installed (missing, or a version outside the specifier)."""
     missing = []
     for line in requirements:
         requirement = Requirement(line)
-        try:
-            installed = metadata.version(requirement.name)
-        except metadata.PackageNotFoundError:
+        installed = installed_version(canonicalize_name(requirement.name))
+        if installed is None:
             missing.append(line)
             continue
         if requirement.specifier and not requirement.specifier.contains(installed, prereleases=True):

@@ -1,7 +1,7 @@
 """What a run directory offers the web UI: its steps, their options and artifacts, metrics and report. Light.
 
-Reads only what :mod:`defectkit.run` writes (``recipe.resolved.yaml``, each step's ``manifest.json``,
-``metrics.json``, ``report.html``); imports no torch, so ``defectkit serve`` fails fast and cheaply on a
+Reads the run through :class:`defectkit.rundir.RunDirectory` (``recipe.resolved.yaml``, each step's
+``manifest.json``) plus ``metrics.json`` and ``report.html``; imports no torch, so ``defectkit serve`` fails fast and cheaply on a
 folder that is not a run.
 """
 
@@ -62,38 +62,33 @@ class RunInfo:
 
 
 def read_run(run_dir: str | Path) -> RunInfo:
-    """Read ``run_dir``; a folder that is not a defectkit run is a one-line :class:`DefectkitError`."""
-    import yaml
+    """Read ``run_dir`` through the core's :class:`~defectkit.rundir.RunDirectory`; a folder that is not a
+    defectkit run is a one-line :class:`DefectkitError`."""
+    from defectkit.rundir import RunDirectory
 
     run_dir = Path(run_dir).absolute()
     if not run_dir.is_dir():
         raise DefectkitError(f"{run_dir}: no such run directory")
-    resolved_path = run_dir / "recipe.resolved.yaml"
-    if not resolved_path.is_file():
+    if not (run_dir / "recipe.resolved.yaml").is_file():
         raise DefectkitError(
             f"{run_dir}: not a defectkit run directory (no recipe.resolved.yaml); "
             "pass the folder `defectkit run RECIPE --out RUN_DIR` wrote"
         )
-    try:
-        resolved = yaml.safe_load(resolved_path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise DefectkitError(f"{resolved_path}: cannot be read as YAML ({exc.__class__.__name__})") from None
-    recipe_steps = resolved.get("steps") or []
+    run = RunDirectory(run_dir)
+    resolved = run.recipe()
     steps: list[StepInfo] = []
-    for manifest_path in sorted(run_dir.glob("[0-9][0-9]_*/manifest.json")):
-        manifest = read_json(manifest_path) or {}
-        if manifest.get("status") != "done":
+    for record in run.steps():
+        if not record.done:
             continue
-        index = int(manifest_path.parent.name[:2]) - 1
-        kind = manifest.get("kind", "")
-        spec = recipe_steps[index].get(kind, {}) if 0 <= index < len(recipe_steps) else {}
+        spec = run.step_spec(record)
+        manifest = record.manifest or {}
         steps.append(
             StepInfo(
-                index=index,
-                id=manifest.get("id", manifest_path.parent.name[3:]),
-                kind=kind,
-                path=manifest_path.parent,
-                components=tuple(c["name"] for c in manifest.get("components", [])),
+                index=record.index,
+                id=manifest.get("id", record.id),
+                kind=record.kind,
+                path=run_dir / record.dirname,
+                components=tuple(record.components),
                 options=dict(spec.get("with") or {}),
                 inputs=dict(spec.get("inputs") or {}),
                 artifacts=dict(manifest.get("artifacts") or {}),
