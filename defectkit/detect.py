@@ -11,8 +11,8 @@ OUT/scores.csv`` reads them::
     OUT/scores.csv                 path,score (as the detect step's scores.csv)
     OUT/verdicts.csv               path,file,score,anomalous,threshold[,category][,class,class_probability]
 
-Also what plugin authors use to write predictors: :func:`step_scores`, :func:`score_range`,
-:func:`torch_device`.
+Also what plugin authors use to write predictors: :func:`step_scores`, :func:`score_range` (and
+:func:`defectkit.devices.resolve_device` for the device).
 """
 
 from __future__ import annotations
@@ -22,27 +22,18 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from defectkit.data.base import IMAGE_SUFFIXES
-from defectkit.devices import resolve_device
 from defectkit.errors import DataError, DefectkitError
 from defectkit.protocols import InteractiveDetector, Prediction, Predictor, heat_range, is_anomalous
 from defectkit.rundir import RunDirectory, StepRecord
-
-if TYPE_CHECKING:
-    import torch
 
 #: images per ``predict`` call
 BATCH = 8
 
 
 # -- for predictor authors ------------------------------------------------------------------------------
-
-
-def torch_device(name: str | Any = "auto") -> torch.device:
-    """``auto``: CUDA where there is one, else the CPU; otherwise ``torch.device(name)`` (:func:`resolve_device`)."""
-    return resolve_device(name)
 
 
 def step_scores(step_dir: Path) -> tuple[list[int], list[float]]:

@@ -42,12 +42,6 @@ ALLOWANCE: dict[tuple[str, str], str] = {
     ("plugins/defectkit_serve/tests/test_serve.py", "defectkit_decodiff.tests.test_recipe"): "test fixtures",
     ("plugins/defectkit_serve/tests/test_serve.py", "defectkit_dinov3.tests.test_recipe"): "test fixtures",
     ("plugins/defectkit_serve/tests/test_serve.py", "defectkit_dinov3.tests.tiny"): "test fixtures",
-    # generator plugins test their Generate tab in serve's app; serve has no api module yet (it is being
-    # reworked); switch to it once it declares one
-    ("plugins/defectkit_defectfill/tests/test_serve.py", "defectkit_serve.app"): "serve has no api yet",
-    ("plugins/defectkit_defectfill/tests/test_serve.py", "defectkit_serve.inspectors"): "serve has no api yet",
-    ("plugins/defectkit_diffusion/tests/test_serve_generate.py", "defectkit_serve.app"): "serve has no api yet",
-    ("plugins/defectkit_diffusion/tests/test_serve_generate.py", "defectkit_serve.inspectors"): "serve has no api yet",
 }
 
 

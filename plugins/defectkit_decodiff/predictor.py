@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from defectkit.detect import score_range, step_scores, torch_device
+from defectkit.detect import score_range, step_scores
+from defectkit.devices import resolve_device
 from defectkit.errors import DefectkitError
 from defectkit.io import read_json
 from defectkit.protocols import Prediction
@@ -43,7 +44,7 @@ class DecoDiffPredictor:
         if category is not None:
             options["category"] = category
         config = DecoDiffDetectConfig(**options)
-        device = torch_device(device)
+        device = resolve_device(device)
         self.scorer = AnomalyScorer(load_checkpoint(run.path / saved["checkpoint"], device), config, device)
         self._run_config = config  # what the run detected with; sampling changes start from it
         self.threshold = float(saved["threshold"])

@@ -167,7 +167,15 @@ class DecoDiffTrainer:
             )
         order = torch.randperm(len(good), generator=torch.Generator().manual_seed(self.config.seed + 7919)).tolist()
         chosen = set(order[:count])
-        return [s for i, s in enumerate(good) if i not in chosen], [s for i, s in enumerate(good) if i in chosen]
+        train = [s for i, s in enumerate(good) if i not in chosen]
+        held_out = [s for i, s in enumerate(good) if i in chosen]
+        lost = sorted({category_of(s) for s in held_out} - {category_of(s) for s in train})
+        if lost:
+            raise DataError(
+                f"decodiff: validation_images: {count} holds out every good image of {', '.join(lost)}, so the "
+                "model would not learn it; hold out fewer"
+            )
+        return train, held_out
 
     def _validation_set(self, held_out: list, classes: list[str]) -> dict:
         """The held-out good images, each as it is and with a pasted defect: images, masks, labels, classes."""
@@ -176,7 +184,7 @@ class DecoDiffTrainer:
         config = self.config
         crops = load_images(held_out, config.image_size, config.crop_size)
         images, masks, labels = validation_set(crops, config.seed)
-        known = [classes.index(category_of(s)) if category_of(s) in classes else 0 for s in held_out]
+        known = [classes.index(category_of(s)) for s in held_out]  # _hold_out kept every category in training
         return {"images": images, "masks": masks, "labels": labels, "classes": torch.tensor(known * 2)}
 
     @torch.no_grad()

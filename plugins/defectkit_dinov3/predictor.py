@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from defectkit.detect import torch_device
+from defectkit.devices import resolve_device
 from defectkit.errors import DefectkitError
 from defectkit.protocols import Prediction
 from defectkit.rundir import RunDirectory
@@ -49,7 +49,7 @@ class Dinov3Predictor:
             path = run.artifact_before(record, "checkpoint")
         if path is None:
             raise DefectkitError(f"{run.path / record.dirname}: no checkpoint artifact before this detect step")
-        return cls(config, load_checkpoint(path, torch_device(device)))
+        return cls(config, load_checkpoint(path, resolve_device(device)))
 
     @torch.no_grad()
     def predict(self, images: Sequence[Image.Image], names: Sequence[str]) -> list[Prediction]:

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from defectkit.detect import score_range, step_scores, torch_device
+from defectkit.detect import score_range, step_scores
+from defectkit.devices import resolve_device
 from defectkit.errors import DefectkitError
 from defectkit.protocols import Prediction
 from defectkit.rundir import RunDirectory
@@ -38,7 +39,7 @@ class PatchKNNPredictor:
             )
         if bank.is_dir():
             bank = bank / BANK_FILE
-        self.model = PatchKNNModel.load(bank, torch_device(device))
+        self.model = PatchKNNModel.load(bank, resolve_device(device))
         labels, scores = step_scores(step_dir)
         if not scores:
             raise DefectkitError(f"{step_dir}: no scores.csv; the detect step did not finish")

@@ -65,6 +65,8 @@ CSS = """
 
 @dataclass
 class ServeOptions:
+    """How ``defectkit serve`` runs: the device models load on and the upload limits."""
+
     device: str = "auto"
     limits: UploadLimits = field(default_factory=UploadLimits)
     #: model requests that may wait behind the running one; more are answered "busy" at once
@@ -444,6 +446,8 @@ class InspectTab:
 
 
 class GenerateTab:
+    """The Generate tab's back end: a servable run's generate steps, their sessions and inputs."""
+
     def __init__(self, servable: Servable, options: ServeOptions, gate: ModelGate | None = None) -> None:
         self.run = servable.run
         self.entries = {g.step.id: g for g in servable.generators}

@@ -13,8 +13,7 @@ pytest.importorskip("gradio")
 
 
 def test_generate_tab_paints_a_defect_inside_the_drawn_mask_only(registered, tmp_path, monkeypatch):
-    from defectkit_serve.app import GenerateTab, ServeOptions, find_servable
-    from defectkit_serve.inspectors import MODELS
+    from defectkit_serve.api import MODELS, GenerateTab, ServeOptions, find_servable
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run_dir = run_recipe_dict(recipe(), tmp_path / "run")

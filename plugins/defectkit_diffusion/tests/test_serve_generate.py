@@ -13,8 +13,7 @@ pytest.importorskip("gradio")
 
 
 def _tab(run_dir):
-    from defectkit_serve.app import GenerateTab, ServeOptions, find_servable
-    from defectkit_serve.inspectors import MODELS
+    from defectkit_serve.api import MODELS, GenerateTab, ServeOptions, find_servable
 
     MODELS.clear()
     servable = find_servable(run_dir)
