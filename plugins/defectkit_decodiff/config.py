@@ -161,5 +161,6 @@ class DecoDiffDetectConfig(StrictOptions):
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast of the UNet and VAE (GPU)")
     overlays: int = Field(12, ge=0, le=100, description="test images drawn as heat-map overlays for the report")
     threshold_percentile: float = Field(
-        99.0, gt=0.0, le=100.0, description="without defective validation images: this percentile of normal scores"
+        99.0, gt=0.0, le=100.0, description="without defective validation images (a val split, or the train step's synthetic "
+        "validation_images): this percentile of normal scores"
     )

@@ -215,7 +215,7 @@ class DecoDiffDetector:
             path = ctx.step_dir / "overlays" / f"{i:03d}_{names[i].replace('/', '_')}.png"
             ctx.add_figure(path, f"decodiff: {names[i]} (score {scores[i]:.3f})")
 
-        threshold = self._threshold(scorer, ctx)
+        threshold = self._threshold(scorer, ctx, checkpoint_path)
         # what the predictor (`defectkit detect RUN_DIR ...`) needs to score new images as this step did
         write_json(
             ctx.step_dir / THRESHOLD_FILE,
@@ -235,10 +235,15 @@ class DecoDiffDetector:
             }
         )
 
-    def _threshold(self, scorer: AnomalyScorer, ctx) -> dict:
-        """From the validation split; without one, from the good training images (in-sample, so optimistic)."""
+    def _threshold(self, scorer: AnomalyScorer, ctx, checkpoint_path: Path) -> dict:
+        """From the validation split; else from the train step's synthetic validation (its held-out good images,
+        as they are and with pasted defects: F1-adaptive); else from the good training images (in-sample, so
+        optimistic)."""
         samples, source = ctx.samples("val"), "val"
         if not samples:
+            synthetic = ctx.artifact("validation_set", required=False)
+            if synthetic is not None and synthetic.parent == checkpoint_path.parent:  # that train step's own
+                return self._synthetic_threshold(scorer, ctx, synthetic)
             good = [s for s in ctx.samples("train") if s.label == 0]
             # 32 spread over the list, so that every category of a multi-class run is represented
             samples, source = good[:: max(1, len(good) // 32)][:32], "train_good"
@@ -248,3 +253,24 @@ class DecoDiffDetector:
             labels += [s.label for s in chunk]
             scores += chunk_scores
         return {**choose_threshold(labels, scores, self.config.threshold_percentile), "source": source}
+
+    def _synthetic_threshold(self, scorer: AnomalyScorer, ctx, path: Path) -> dict:
+        from defectkit_decodiff.trainer import load_validation_set
+
+        validation = load_validation_set(path)
+        scores: list[float] = []
+        count, batch = len(validation["images"]), self.config.batch_size
+        batches = ctx.progress(
+            range(0, count, batch),
+            total=count,
+            description="decodiff threshold (synthetic validation)",
+            unit="images",
+            size=lambda start: min(batch, count - start),
+        )
+        for start in batches:
+            end = start + batch
+            images = to_model_range(validation["images"][start:end], scorer.device)
+            classes = torch.as_tensor(validation["classes"][start:end], device=scorer.device)
+            scores += scorer.score(images, classes)[1].float().cpu().tolist()
+        chosen = choose_threshold(validation["labels"].tolist(), scores, self.config.threshold_percentile)
+        return {**chosen, "source": "synthetic_val"}

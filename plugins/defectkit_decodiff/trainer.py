@@ -29,6 +29,25 @@ from defectkit_decodiff.model import (
 CHECKPOINT_DIR = "checkpoint"
 BEST_DIR = "best_checkpoint"  # validation_images: the checkpoint that scored best on the synthetic validation
 BEST_FILE = "best.json"  # beside it: its step and validation figures (a resumed run compares with them)
+VALIDATION_FILE = "validation_set.npz"  # the synthetic validation itself: detect picks its threshold on it
+
+
+def save_validation_set(path, validation: dict) -> None:
+    """The synthetic validation (uint8 images, masks, labels, class indices) as one ``.npz``, written atomically."""
+    import numpy as np
+
+    from defectkit.io import atomic_path
+
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.savez_compressed(handle, **{key: np.asarray(value) for key, value in validation.items()})
+
+
+def load_validation_set(path) -> dict:
+    """What :func:`save_validation_set` wrote: ``images`` (N, S, S, 3) uint8, ``masks``, ``labels``, ``classes``."""
+    import numpy as np
+
+    with np.load(path) as data:
+        return {key: data[key] for key in ("images", "masks", "labels", "classes")}
 
 
 def category_of(sample) -> str:
@@ -72,6 +91,8 @@ class DecoDiffTrainer:
         validation = self._validation_set(held_out, classes) if held_out else None
         if validation is None:
             del codec
+        elif ctx.is_main_process:
+            save_validation_set(ctx.step_dir / VALIDATION_FILE, validation)
 
         unet = build_unet(config, latents.shape[1], len(classes))
         optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -152,6 +173,7 @@ class DecoDiffTrainer:
         ctx.add_artifact("checkpoint", path)
         if best is not None:
             ctx.add_artifact("best_checkpoint", ctx.step_dir / BEST_DIR)
+            ctx.add_artifact("validation_set", ctx.step_dir / VALIDATION_FILE)
 
     # -- the synthetic validation --------------------------------------------------------
 

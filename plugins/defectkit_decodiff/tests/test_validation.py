@@ -47,3 +47,28 @@ def test_validation_scores_the_real_maps_and_last_can_be_asked_for(registered, t
 def test_too_many_validation_images_is_one_line(registered, tmp_path):
     with pytest.raises(DefectkitError, match=r"validation_images: 5 leaves 1 of the 6 good training images"):
         run_recipe_dict(recipe(full(train={"validation_images": 5})), tmp_path / "run")
+
+
+def test_without_a_val_split_the_threshold_is_chosen_on_the_synthetic_validation(registered, tmp_path):
+    import numpy as np
+    import torch
+
+    from defectkit.stats import choose_threshold
+    from defectkit_decodiff.config import DecoDiffDetectConfig
+    from defectkit_decodiff.detector import AnomalyScorer
+    from defectkit_decodiff.model import load_checkpoint, to_model_range
+    from defectkit_decodiff.trainer import load_validation_set
+
+    run_dir = run_recipe_dict(recipe(full(train={"validation_images": 2})), tmp_path / "run")
+    saved = json.loads((run_dir / "02_detect" / "threshold.json").read_text())
+    assert (saved["source"], saved["method"]) == ("synthetic_val", "f1_adaptive")
+    validation = load_validation_set(run_dir / "01_train" / "validation_set.npz")
+    assert validation["images"].shape[0] == 4 and validation["labels"].tolist() == [0, 0, 1, 1]
+    assert not validation["masks"][:2].any() and validation["masks"][2:].any(axis=(1, 2)).all()
+    # the held-out images scored again with the detect step's own options and the checkpoint it used
+    device = torch.device("cpu")
+    scorer = AnomalyScorer(load_checkpoint(run_dir / saved["checkpoint"], device), DecoDiffDetectConfig(**saved["detect_options"]), device)
+    scores = scorer.score(to_model_range(validation["images"], device), torch.as_tensor(validation["classes"]))[1]
+    expected = choose_threshold(validation["labels"].tolist(), scores.tolist(), 99.0)
+    assert saved["threshold"] == pytest.approx(expected["threshold"], rel=1e-5)
+    assert np.isclose(saved["f1"], expected["f1"])
