@@ -1,6 +1,6 @@
 """Run anomalib's PatchCore or PaDiM on one MVTec-layout category; run inside the anomalib virtual environment.
 
-    benchmarks/.venv-anomalib/bin/python benchmarks/anomalib_runner.py ROOT CATEGORY {patchcore,padim} SIZE OUT.npz
+    benchmarks/.venv-anomalib/bin/python benchmarks/anomalib_runner.py ROOT CATEGORY {patchcore,padim} SIZE OUT.npz [SEED]
 
 :mod:`benchmarks.bench_real_photos` makes that environment and calls this file
 as a script (it imports nothing of defectkit, which is not installed there).
@@ -12,7 +12,10 @@ backbones are random (``pre_trained=False``, timm's initialisation) because
 nothing is downloaded here. The Lightning engine is left out: it adds its
 loggers and callbacks, not detection quality. Writes the image scores, the
 maps resized to the tiles' size, the file names and the fit and score times,
-so that the benchmark computes every figure with the same code for everyone.
+so that the benchmark computes every figure with the same code for everyone;
+for PatchCore also its random backbone's weights (``OUT.backbone.pth``, the
+stages it uses), which the benchmark gives to patch_knn for a run on the very
+same weights.
 """
 
 from __future__ import annotations
@@ -34,10 +37,10 @@ def load(paths: list[Path]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
 
 
-def main(root: str, category: str, model_name: str, size: str, out: str) -> None:
+def main(root: str, category: str, model_name: str, size: str, out: str, seed: str = "0") -> None:
     from anomalib.models import Padim, Patchcore
 
-    torch.manual_seed(0)
+    torch.manual_seed(int(seed))  # the random backbone and the coreset's start (its sparse projection is unseeded)
     base = Path(root) / category
     train = sorted((base / "train" / "good").glob("*.png"))
     test = sorted((base / "test").glob("*/*.png"))
@@ -45,6 +48,10 @@ def main(root: str, category: str, model_name: str, size: str, out: str) -> None
     module = kind(pre_trained=False, pre_processor=kind.configure_pre_processor(image_size=(int(size), int(size))))
     transform = module.pre_processor.transform
     model = module.model.train()
+    if model_name == "patchcore":
+        # the random timm backbone as drawn, so that defectkit's patch_knn can run with the very same weights
+        backbone = model.feature_extractor.feature_extractor.state_dict()
+        torch.save(backbone, Path(out).with_suffix(".backbone.pth"))
     start = time.perf_counter()
     with torch.no_grad():
         for i in range(0, len(train), BATCH):
@@ -75,4 +82,4 @@ def main(root: str, category: str, model_name: str, size: str, out: str) -> None
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(*sys.argv[1:7])
