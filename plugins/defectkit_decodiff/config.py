@@ -128,6 +128,11 @@ class DecoDiffTrainConfig(DecoDiffModelConfig):
     classifier_steps: int = Field(300, ge=1, description="optimizer steps of the category classifier")
 
 
+#: detect options that change the maps without retraining, which validation_grid may choose among
+GridOption = Literal["start_t", "sample_steps", "image_sigma", "latent_sigma", "image_clip", "latent_clip"]
+MAX_GRID = 64
+
+
 class DecoDiffDetectConfig(StrictOptions):
     """Sampling, post-processing and fusion of the anomaly maps."""
 
@@ -160,7 +165,30 @@ class DecoDiffDetectConfig(StrictOptions):
     )
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast of the UNet and VAE (GPU)")
     overlays: int = Field(12, ge=0, le=100, description="test images drawn as heat-map overlays for the report")
+    validation_grid: dict[GridOption, list[float]] = Field(
+        default_factory=dict,
+        description="detect options to choose on the train step's synthetic validation (validation_images), "
+        "e.g. {start_t: [2, 5], image_sigma: [2, 4]}: every combination scores it, the best by the mean of "
+        "image and pixel AUROC is used for the test split, the threshold and threshold.json; {}: off",
+    )
     threshold_percentile: float = Field(
         99.0, gt=0.0, le=100.0, description="without defective validation images (a val split, or the train step's synthetic "
         "validation_images): this percentile of normal scores"
     )
+
+    @field_validator("validation_grid")
+    @classmethod
+    def _grid_is_small(cls, grid: dict[str, list[float]]) -> dict[str, list[float]]:
+        import math
+
+        for name, values in grid.items():
+            if not values:
+                raise ValueError(f"validation_grid.{name} is empty: give at least one value")
+            for value in values:
+                # the model re-validates each chosen combination; here only what makes a grid unusable
+                if name in ("start_t", "sample_steps") and value != int(value):
+                    raise ValueError(f"validation_grid.{name}: {value} is not a whole number")
+        size = math.prod(len(v) for v in grid.values()) if grid else 0
+        if size > MAX_GRID:
+            raise ValueError(f"validation_grid has {size} combinations; at most {MAX_GRID} (each scores the validation set)")
+        return grid

@@ -175,7 +175,12 @@ class DecoDiffDetector:
             best = ctx.artifact("best_checkpoint", required=False)
             if best is not None and best.parent == checkpoint_path.parent:  # the same train step's choice
                 checkpoint_path = best
-        scorer = AnomalyScorer(load_checkpoint(checkpoint_path, ctx.device), config, ctx.device)
+        checkpoint = load_checkpoint(checkpoint_path, ctx.device)
+        choice = None
+        if config.validation_grid:
+            config, choice = self._choose_on_validation(checkpoint, ctx, checkpoint_path)
+            self.config = config
+        scorer = AnomalyScorer(checkpoint, config, ctx.device)
         ctx.logger.info("decodiff: detecting with %s (step %d)", checkpoint_path.name, scorer.checkpoint.step)
         model_config = scorer.checkpoint.config
         overlay_at = set(pick_overlays([s.defect_type for s in test], [s.label for s in test], config.overlays))
@@ -223,6 +228,7 @@ class DecoDiffDetector:
                 **threshold,
                 "checkpoint": os.path.relpath(checkpoint_path, ctx.run_dir),
                 "detect_options": config.model_dump(),
+                **({"validation_choice": choice} if choice else {}),
             },
         )
         ctx.log_metrics(
@@ -241,8 +247,8 @@ class DecoDiffDetector:
         optimistic)."""
         samples, source = ctx.samples("val"), "val"
         if not samples:
-            synthetic = ctx.artifact("validation_set", required=False)
-            if synthetic is not None and synthetic.parent == checkpoint_path.parent:  # that train step's own
+            synthetic = self._synthetic_validation(ctx, checkpoint_path)
+            if synthetic is not None:
                 return self._synthetic_threshold(scorer, ctx, synthetic)
             good = [s for s in ctx.samples("train") if s.label == 0]
             # 32 spread over the list, so that every category of a multi-class run is represented
@@ -254,23 +260,71 @@ class DecoDiffDetector:
             scores += chunk_scores
         return {**choose_threshold(labels, scores, self.config.threshold_percentile), "source": source}
 
-    def _synthetic_threshold(self, scorer: AnomalyScorer, ctx, path: Path) -> dict:
-        from defectkit_decodiff.trainer import load_validation_set
-
-        validation = load_validation_set(path)
-        scores: list[float] = []
+    def _score_validation(self, scorer: AnomalyScorer, ctx, validation: dict, description: str):
+        """Maps ``(N, S, S)`` and scores ``(N,)`` of a synthetic validation set (:func:`load_validation_set`)."""
+        maps, scores = [], []
         count, batch = len(validation["images"]), self.config.batch_size
         batches = ctx.progress(
-            range(0, count, batch),
-            total=count,
-            description="decodiff threshold (synthetic validation)",
-            unit="images",
+            range(0, count, batch), total=count, description=description, unit="images",
             size=lambda start: min(batch, count - start),
-        )
+        )  # fmt: skip
         for start in batches:
-            end = start + batch
-            images = to_model_range(validation["images"][start:end], scorer.device)
-            classes = torch.as_tensor(validation["classes"][start:end], device=scorer.device)
-            scores += scorer.score(images, classes)[1].float().cpu().tolist()
-        chosen = choose_threshold(validation["labels"].tolist(), scores, self.config.threshold_percentile)
+            images = to_model_range(validation["images"][start : start + batch], scorer.device)
+            classes = torch.as_tensor(validation["classes"][start : start + batch], device=scorer.device)
+            chunk_maps, chunk_scores = scorer.score(images, classes)
+            maps.append(chunk_maps.float().cpu().numpy())
+            scores.append(chunk_scores.float().cpu().numpy())
+        return np.concatenate(maps), np.concatenate(scores)
+
+    def _synthetic_validation(self, ctx, checkpoint_path: Path, required_by: str | None = None) -> dict | None:
+        """The train step's synthetic validation when it is the one the checkpoint comes from."""
+        from defectkit_decodiff.trainer import load_validation_set
+
+        path = ctx.artifact("validation_set", required=False)
+        if path is not None and path.parent == checkpoint_path.parent:
+            return load_validation_set(path)
+        if required_by:
+            raise DefectkitError(
+                f"decodiff: {required_by} needs the synthetic validation of the train step the checkpoint comes "
+                "from; set validation_images in that train step (e.g. 12), or remove it"
+            )
+        return None
+
+    def _synthetic_threshold(self, scorer: AnomalyScorer, ctx, validation: dict) -> dict:
+        _, scores = self._score_validation(scorer, ctx, validation, "decodiff threshold (synthetic validation)")
+        chosen = choose_threshold(validation["labels"].tolist(), scores.tolist(), self.config.threshold_percentile)
         return {**chosen, "source": "synthetic_val"}
+
+    def _choose_on_validation(self, checkpoint: Checkpoint, ctx, checkpoint_path: Path):
+        """The detect options of ``validation_grid`` that score the synthetic validation best."""
+        import itertools
+
+        from pydantic import ValidationError
+
+        from defectkit.stats import auroc
+
+        grid = self.config.validation_grid
+        validation = self._synthetic_validation(ctx, checkpoint_path, required_by="validation_grid")
+        codec = LatentCodec(checkpoint.config, ctx.device)
+        best = None
+        for values in itertools.product(*grid.values()):
+            chosen = {k: int(v) if k in ("start_t", "sample_steps") else v for k, v in zip(grid, values, strict=True)}
+            try:
+                candidate = self.config.model_validate({**self.config.model_dump(), **chosen, "validation_grid": {}})
+            except ValidationError as error:
+                problem = error.errors()[0]
+                raise DefectkitError(
+                    f"decodiff: validation_grid: {chosen} is not a valid detect setting "
+                    f"({'.'.join(map(str, problem['loc']))}: {problem['msg']})"
+                ) from None
+            scorer = AnomalyScorer(checkpoint, candidate, ctx.device, codec)
+            maps, scores = self._score_validation(scorer, ctx, validation, f"decodiff validation_grid {chosen}")
+            image = float(auroc(validation["labels"], scores))
+            pixel = float(auroc(validation["masks"].ravel(), maps.ravel()))
+            ctx.logger.info("decodiff: synthetic validation with %s: image AUROC %.3f, pixel AUROC %.3f", chosen, image, pixel)
+            if best is None or (image + pixel) / 2 > (best["image_auroc"] + best["pixel_auroc"]) / 2:
+                best = {"chosen": chosen, "image_auroc": round(image, 4), "pixel_auroc": round(pixel, 4)}
+                config = candidate
+        ctx.logger.info("decodiff: validation_grid chose %s", best["chosen"])
+        ctx.log_metrics({"val_image_auroc": best["image_auroc"], "val_pixel_auroc": best["pixel_auroc"]})
+        return config, {"grid": grid, **best}

@@ -72,3 +72,38 @@ def test_without_a_val_split_the_threshold_is_chosen_on_the_synthetic_validation
     expected = choose_threshold(validation["labels"].tolist(), scores.tolist(), 99.0)
     assert saved["threshold"] == pytest.approx(expected["threshold"], rel=1e-5)
     assert np.isclose(saved["f1"], expected["f1"])
+
+
+def test_validation_grid_chooses_detect_options_on_the_synthetic_validation(registered, tmp_path):
+    grid = {"start_t": [1, 3], "image_sigma": [1.0, 4.0]}
+    run_dir = run_recipe_dict(
+        recipe(full(train={"validation_images": 2}, detect={"validation_grid": grid})), tmp_path / "run"
+    )
+    saved = json.loads((run_dir / "02_detect" / "threshold.json").read_text())
+    choice = saved["validation_choice"]
+    assert choice["grid"] == {"start_t": [1.0, 3.0], "image_sigma": [1.0, 4.0]}
+    # the options it chose are the ones the test split, the threshold and `defectkit detect` use
+    assert {k: saved["detect_options"][k] for k in grid} == choice["chosen"]
+    assert saved["detect_options"]["validation_grid"] == {}
+    log = (run_dir / "run.log").read_text()
+    figures = {}
+    for line in log.splitlines():
+        if "synthetic validation with" in line:
+            setting, rest = line.split("synthetic validation with ")[1].split(": image AUROC ")
+            image, pixel = (float(x) for x in rest.split(", pixel AUROC "))
+            figures[setting] = (image + pixel) / 2
+    assert len(figures) == 4  # every combination was scored, and the best was kept
+    assert figures[str(choice["chosen"])] == pytest.approx(max(figures.values()), abs=1e-3)
+    assert json.loads((run_dir / "metrics.json").read_text())["detect"]["val_image_auroc"] == choice["image_auroc"]
+
+
+def test_validation_grid_without_validation_images_is_one_line(registered, tmp_path):
+    with pytest.raises(DefectkitError, match=r"validation_grid needs the synthetic validation .* set validation_images"):
+        run_recipe_dict(recipe(full(detect={"validation_grid": {"start_t": [1, 2]}})), tmp_path / "run")
+
+
+def test_a_validation_grid_value_the_detector_refuses_is_one_line(registered, tmp_path):
+    with pytest.raises(DefectkitError, match=r"validation_grid: \{'start_t': 0\} is not a valid detect setting \(start_t"):
+        run_recipe_dict(
+            recipe(full(train={"validation_images": 2}, detect={"validation_grid": {"start_t": [0]}})), tmp_path / "r"
+        )
