@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
                 results.setdefault(SAME_WEIGHTS, []).append(
                     run_defectkit("patch_knn", root, category, out, seed, weights)
                 )
+                for path in (weights, weights.with_name(weights.name.replace(".torchvision", ".backbone"))):
+                    path.unlink()  # 0.3 GB each; the bank patch_knn built from them stays in its run
         means = {
             name: {k: float(np.mean([v[k] for v, _ in runs])) for k in runs[0][0]} for name, runs in results.items()
         }
