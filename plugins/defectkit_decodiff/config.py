@@ -165,7 +165,7 @@ class DecoDiffDetectConfig(StrictOptions):
     )
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast of the UNet and VAE (GPU)")
     overlays: int = Field(12, ge=0, le=100, description="test images drawn as heat-map overlays for the report")
-    validation_grid: dict[GridOption, list[float]] = Field(
+    validation_grid: dict[GridOption, list[int | float]] = Field(
         default_factory=dict,
         description="detect options to choose on the train step's synthetic validation (validation_images), "
         "e.g. {start_t: [2, 5], image_sigma: [2, 4]}: every combination scores it, the best by the mean of "

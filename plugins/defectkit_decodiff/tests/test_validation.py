@@ -81,7 +81,7 @@ def test_validation_grid_chooses_detect_options_on_the_synthetic_validation(regi
     )
     saved = json.loads((run_dir / "02_detect" / "threshold.json").read_text())
     choice = saved["validation_choice"]
-    assert choice["grid"] == {"start_t": [1.0, 3.0], "image_sigma": [1.0, 4.0]}
+    assert choice["grid"] == grid
     # the options it chose are the ones the test split, the threshold and `defectkit detect` use
     assert {k: saved["detect_options"][k] for k in grid} == choice["chosen"]
     assert saved["detect_options"]["validation_grid"] == {}
