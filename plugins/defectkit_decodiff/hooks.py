@@ -9,7 +9,7 @@ def defectkit_trainers() -> list[Component]:
         Component(
             kind="trainer",
             name="decodiff",
-            produces=("checkpoint", "best_checkpoint"),
+            produces=("checkpoint", "best_checkpoint", "validation_set"),
             factory="defectkit_decodiff.trainer:DecoDiffTrainer",
             config="defectkit_decodiff.config:DecoDiffTrainConfig",
             summary="DeCo-Diff: class-conditioned UNet trained to predict deviations of masked/shuffled latent patches",
@@ -28,6 +28,8 @@ def defectkit_detectors() -> list[Component]:
             consumes=(
                 Consumes("checkpoint", producers=("decodiff",)),
                 Consumes("best_checkpoint", producers=("decodiff",), required=False),
+                # validation_images' synthetic validation: the threshold without a val split, validation_grid
+                Consumes("validation_set", producers=("decodiff",), required=False),
             ),
             factory="defectkit_decodiff.detector:DecoDiffDetector",
             config="defectkit_decodiff.config:DecoDiffDetectConfig",
