@@ -71,7 +71,7 @@ def load_masks(root: Path, category: str, names: list[str], size: int) -> np.nda
 
 
 def figures(scores: np.ndarray, maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
-    from defectkit_metrics.detection import aupro, ranking_metrics
+    from defectkit_metrics.api import aupro, ranking_metrics
 
     labels = masks.reshape(len(masks), -1).any(axis=1)
     return {
@@ -187,11 +187,12 @@ def main(argv: list[str] | None = None) -> None:
                 results.setdefault(detector, []).append(run_defectkit(detector, root, category, out, seed))
             if not args.no_anomalib and "patch_knn" in detectors:
                 # identical conditions: the random backbone anomalib's PatchCore drew for this seed
-                weights = anomalib_weights(out / f"anomalib-patchcore-{category}-seed{seed}.npz")
+                result = out / f"anomalib-patchcore-{category}-seed{seed}.npz"
+                weights = anomalib_weights(result)
                 results.setdefault(SAME_WEIGHTS, []).append(
                     run_defectkit("patch_knn", root, category, out, seed, weights)
                 )
-                for path in (weights, weights.with_name(weights.name.replace(".torchvision", ".backbone"))):
+                for path in (weights, result.with_suffix(".backbone.pth")):
                     path.unlink()  # 0.3 GB each; the bank patch_knn built from them stays in its run
         means = {
             name: {k: float(np.mean([v[k] for v, _ in runs])) for k in runs[0][0]} for name, runs in results.items()

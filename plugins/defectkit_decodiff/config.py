@@ -178,7 +178,7 @@ class DecoDiffDetectConfig(StrictOptions):
 
     @field_validator("validation_grid")
     @classmethod
-    def _grid_is_small(cls, grid: dict[str, list[float]]) -> dict[str, list[float]]:
+    def _grid_is_small(cls, grid: dict[str, list[int | float]]) -> dict[str, list[int | float]]:
         import math
 
         for name, values in grid.items():

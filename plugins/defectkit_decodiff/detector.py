@@ -129,6 +129,31 @@ def _gather(accelerator, part: dict) -> list[dict]:
     return gather_object([part])
 
 
+def score_validation(scorer: AnomalyScorer, validation: dict, batch_size: int, track=None):
+    """Maps ``(N, S, S)`` and image scores ``(N,)`` of a synthetic validation set (``load_validation_set``).
+
+    ``track(batch_starts, total=, size=)`` wraps the batches (a progress bar); by default none."""
+    count = len(validation["images"])
+    starts = range(0, count, batch_size)
+    if track is not None:
+        starts = track(starts, total=count, size=lambda start: min(batch_size, count - start))
+    maps, scores = [], []
+    for start in starts:
+        images = to_model_range(validation["images"][start : start + batch_size], scorer.device)
+        classes = torch.as_tensor(validation["classes"][start : start + batch_size], device=scorer.device)
+        chunk_maps, chunk_scores = scorer.score(images, classes)
+        maps.append(chunk_maps.float().cpu().numpy())
+        scores.append(chunk_scores.float().cpu().numpy())
+    return np.concatenate(maps), np.concatenate(scores)
+
+
+def validation_aurocs(validation: dict, maps: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """Image and pixel AUROC of :func:`score_validation`'s output against the pasted defects."""
+    from defectkit.stats import auroc
+
+    return float(auroc(validation["labels"], scores)), float(auroc(validation["masks"].ravel(), maps.ravel()))
+
+
 class DecoDiffDetector:
     """Scores the test split with the ``checkpoint`` artifact of a ``decodiff`` train step."""
 
@@ -176,10 +201,10 @@ class DecoDiffDetector:
             if best is not None and best.parent == checkpoint_path.parent:  # the same train step's choice
                 checkpoint_path = best
         checkpoint = load_checkpoint(checkpoint_path, ctx.device)
-        choice = None
+        synthetic = self._synthetic_validation(ctx, checkpoint_path, "validation_grid" if config.validation_grid else None)
+        choice, synthetic_scores = None, None
         if config.validation_grid:
-            config, choice = self._choose_on_validation(checkpoint, ctx, checkpoint_path)
-            self.config = config
+            config, choice, synthetic_scores = self._choose_on_validation(checkpoint, ctx, synthetic)
         scorer = AnomalyScorer(checkpoint, config, ctx.device)
         ctx.logger.info("decodiff: detecting with %s (step %d)", checkpoint_path.name, scorer.checkpoint.step)
         model_config = scorer.checkpoint.config
@@ -220,7 +245,7 @@ class DecoDiffDetector:
             path = ctx.step_dir / "overlays" / f"{i:03d}_{names[i].replace('/', '_')}.png"
             ctx.add_figure(path, f"decodiff: {names[i]} (score {scores[i]:.3f})")
 
-        threshold = self._threshold(scorer, ctx, checkpoint_path)
+        threshold = self._threshold(scorer, ctx, synthetic, synthetic_scores)
         # what the predictor (`defectkit detect RUN_DIR ...`) needs to score new images as this step did
         write_json(
             ctx.step_dir / THRESHOLD_FILE,
@@ -241,15 +266,19 @@ class DecoDiffDetector:
             }
         )
 
-    def _threshold(self, scorer: AnomalyScorer, ctx, checkpoint_path: Path) -> dict:
+    def _threshold(self, scorer: AnomalyScorer, ctx, synthetic: dict | None, synthetic_scores=None) -> dict:
         """From the validation split; else from the train step's synthetic validation (its held-out good images,
-        as they are and with pasted defects: F1-adaptive); else from the good training images (in-sample, so
-        optimistic)."""
+        as they are and with pasted defects: F1-adaptive; ``synthetic_scores`` when validation_grid has scored
+        it with these options already); else from the good training images (in-sample, so optimistic)."""
         samples, source = ctx.samples("val"), "val"
+        if not samples and synthetic is not None:
+            if synthetic_scores is None:
+                track = self._track(ctx, "decodiff threshold (synthetic validation)")
+                synthetic_scores = score_validation(scorer, synthetic, self.config.batch_size, track)[1]
+            labels = synthetic["labels"].tolist()
+            chosen = choose_threshold(labels, synthetic_scores.tolist(), self.config.threshold_percentile)
+            return {**chosen, "source": "synthetic_val"}
         if not samples:
-            synthetic = self._synthetic_validation(ctx, checkpoint_path)
-            if synthetic is not None:
-                return self._synthetic_threshold(scorer, ctx, synthetic)
             good = [s for s in ctx.samples("train") if s.label == 0]
             # 32 spread over the list, so that every category of a multi-class run is represented
             samples, source = good[:: max(1, len(good) // 32)][:32], "train_good"
@@ -260,23 +289,12 @@ class DecoDiffDetector:
             scores += chunk_scores
         return {**choose_threshold(labels, scores, self.config.threshold_percentile), "source": source}
 
-    def _score_validation(self, scorer: AnomalyScorer, ctx, validation: dict, description: str):
-        """Maps ``(N, S, S)`` and scores ``(N,)`` of a synthetic validation set (:func:`load_validation_set`)."""
-        maps, scores = [], []
-        count, batch = len(validation["images"]), self.config.batch_size
-        batches = ctx.progress(
-            range(0, count, batch), total=count, description=description, unit="images",
-            size=lambda start: min(batch, count - start),
-        )  # fmt: skip
-        for start in batches:
-            images = to_model_range(validation["images"][start : start + batch], scorer.device)
-            classes = torch.as_tensor(validation["classes"][start : start + batch], device=scorer.device)
-            chunk_maps, chunk_scores = scorer.score(images, classes)
-            maps.append(chunk_maps.float().cpu().numpy())
-            scores.append(chunk_scores.float().cpu().numpy())
-        return np.concatenate(maps), np.concatenate(scores)
+    @staticmethod
+    def _track(ctx, description: str):
+        return lambda items, total, size: ctx.progress(items, total, description, "images", size)
 
-    def _synthetic_validation(self, ctx, checkpoint_path: Path, required_by: str | None = None) -> dict | None:
+    @staticmethod
+    def _synthetic_validation(ctx, checkpoint_path: Path, required_by: str | None) -> dict | None:
         """The train step's synthetic validation when it is the one the checkpoint comes from."""
         from defectkit_decodiff.trainer import load_validation_set
 
@@ -290,21 +308,14 @@ class DecoDiffDetector:
             )
         return None
 
-    def _synthetic_threshold(self, scorer: AnomalyScorer, ctx, validation: dict) -> dict:
-        _, scores = self._score_validation(scorer, ctx, validation, "decodiff threshold (synthetic validation)")
-        chosen = choose_threshold(validation["labels"].tolist(), scores.tolist(), self.config.threshold_percentile)
-        return {**chosen, "source": "synthetic_val"}
-
-    def _choose_on_validation(self, checkpoint: Checkpoint, ctx, checkpoint_path: Path):
-        """The detect options of ``validation_grid`` that score the synthetic validation best."""
+    def _choose_on_validation(self, checkpoint: Checkpoint, ctx, validation: dict):
+        """The detect options of ``validation_grid`` that score the synthetic validation best: the options, the
+        record for threshold.json and the chosen options' validation scores."""
         import itertools
 
         from pydantic import ValidationError
 
-        from defectkit.stats import auroc
-
         grid = self.config.validation_grid
-        validation = self._synthetic_validation(ctx, checkpoint_path, required_by="validation_grid")
         codec = LatentCodec(checkpoint.config, ctx.device)
         best = None
         for values in itertools.product(*grid.values()):
@@ -318,13 +329,14 @@ class DecoDiffDetector:
                     f"({'.'.join(map(str, problem['loc']))}: {problem['msg']})"
                 ) from None
             scorer = AnomalyScorer(checkpoint, candidate, ctx.device, codec)
-            maps, scores = self._score_validation(scorer, ctx, validation, f"decodiff validation_grid {chosen}")
-            image = float(auroc(validation["labels"], scores))
-            pixel = float(auroc(validation["masks"].ravel(), maps.ravel()))
+            track = self._track(ctx, f"decodiff validation_grid {chosen}")
+            maps, scores = score_validation(scorer, validation, self.config.batch_size, track)
+            image, pixel = validation_aurocs(validation, maps, scores)
             ctx.logger.info("decodiff: synthetic validation with %s: image AUROC %.3f, pixel AUROC %.3f", chosen, image, pixel)
-            if best is None or (image + pixel) / 2 > (best["image_auroc"] + best["pixel_auroc"]) / 2:
-                best = {"chosen": chosen, "image_auroc": round(image, 4), "pixel_auroc": round(pixel, 4)}
-                config = candidate
-        ctx.logger.info("decodiff: validation_grid chose %s", best["chosen"])
-        ctx.log_metrics({"val_image_auroc": best["image_auroc"], "val_pixel_auroc": best["pixel_auroc"]})
-        return config, {"grid": grid, **best}
+            if best is None or image + pixel > best[0]:
+                best = (image + pixel, candidate, chosen, image, pixel, scores)
+        _, config, chosen, image, pixel, scores = best
+        ctx.logger.info("decodiff: validation_grid chose %s", chosen)
+        record = {"grid": grid, "chosen": chosen, "image_auroc": round(image, 4), "pixel_auroc": round(pixel, 4)}
+        ctx.log_metrics({"val_image_auroc": record["image_auroc"], "val_pixel_auroc": record["pixel_auroc"]})
+        return config, record, scores

@@ -212,11 +212,8 @@ class DecoDiffTrainer:
     @torch.no_grad()
     def _validate(self, ctx, validation: dict, codec, unet, classes, channels, step, classifier=None) -> dict | None:
         """Score the validation set with the current weights; keep them as best_checkpoint when they score best."""
-        import numpy as np
-
-        from defectkit.stats import auroc
         from defectkit_decodiff.config import DecoDiffDetectConfig
-        from defectkit_decodiff.detector import AnomalyScorer
+        from defectkit_decodiff.detector import AnomalyScorer, score_validation, validation_aurocs
 
         accelerator = ctx.accelerator
         best_path, best_file = ctx.step_dir / BEST_DIR, ctx.step_dir / BEST_FILE
@@ -226,14 +223,8 @@ class DecoDiffTrainer:
             model_config = DecoDiffModelConfig(**self.config.model_dump(include=set(DecoDiffModelConfig.model_fields)))
             checkpoint = Checkpoint(model_config, classes, channels, step, model, classifier)
             scorer = AnomalyScorer(checkpoint, DecoDiffDetectConfig(), accelerator.device, codec)
-            maps, scores = [], []
-            for start in range(0, len(validation["images"]), 16):
-                batch = to_model_range(validation["images"][start : start + 16], accelerator.device)
-                chunk_maps, chunk_scores = scorer.score(batch, validation["classes"][start : start + 16].to(batch.device))
-                maps.append(chunk_maps.float().cpu().numpy())
-                scores += chunk_scores.float().cpu().tolist()
-            image = round(auroc(validation["labels"], scores), 4)
-            pixel = round(auroc(validation["masks"].ravel(), np.concatenate(maps).ravel()), 4)
+            maps, scores = score_validation(scorer, validation, 16)
+            image, pixel = (round(figure, 4) for figure in validation_aurocs(validation, maps, scores))
             ctx.log_scalar("decodiff/val_image_auroc", image, step)
             ctx.log_scalar("decodiff/val_pixel_auroc", pixel, step)
             figure = round((image + pixel) / 2, 4)
